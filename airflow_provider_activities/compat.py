@@ -1,0 +1,37 @@
+"""Every Airflow import of the provider, in one place.
+
+The rest of the package imports Airflow names from here only, so that support for
+another Airflow line means changing this module alone. Targets Airflow 3 (Task SDK).
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import (
+    Asset,
+    BaseHook,
+    BaseOperator,
+    BaseSensorOperator,
+    Connection,
+    ObjectStoragePath,
+    PokeReturnValue,
+)
+from airflow.sdk.definitions.context import Context
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.log import mask_secret
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+__all__ = [
+    "AirflowException",
+    "AirflowSkipException",
+    "Asset",
+    "BaseHook",
+    "BaseOperator",
+    "BaseSensorOperator",
+    "BaseTrigger",
+    "Connection",
+    "Context",
+    "ObjectStoragePath",
+    "PokeReturnValue",
+    "TriggerEvent",
+    "mask_secret",
+]
