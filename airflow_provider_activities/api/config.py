@@ -1,0 +1,225 @@
+"""Client settings: the ``peopleai`` connection's fields and extras, validated once.
+
+The connection maps to the API like this:
+
+* ``login`` is the API key (OAuth2 ``client_id``), ``password`` the API secret (``client_secret``);
+* ``host`` is the base URL, ``https://api.people.ai`` when empty. It may carry a scheme and a
+  port (``http://127.0.0.1:8765``). A host without a scheme means ``https``. Plain ``http`` is
+  accepted for loopback hosts only, so a client secret never crosses a network in clear;
+* every other setting is an extra, listed in :data:`EXTRA_FIELDS` with its default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_BASE_URL = "https://api.people.ai"
+
+
+@dataclass(frozen=True)
+class ExtraField:
+    """One connection extra, as shown in the Airflow connection form.
+
+    :param label: the form label.
+    :param description: the help text under the field.
+    :param json_type: the JSON-schema type (``string``, ``integer``, ``number``, ``boolean``).
+    :param default: the value used when the extra is absent.
+    """
+
+    label: str
+    description: str
+    json_type: str
+    default: Any
+
+
+EXTRA_FIELDS: dict[str, ExtraField] = {
+    "token_path": ExtraField(
+        "Token path", "Path of the OAuth2 client-credentials token endpoint.", "string", "/auth/v1/tokens"
+    ),
+    "page_size": ExtraField(
+        "Page size", "Records asked for per page (the API's `limit`, 1 to 100000).", "integer", 1000
+    ),
+    "requests_per_second": ExtraField(
+        "Requests per second",
+        "Most requests this client sends in any one second (the API allows 5).",
+        "number",
+        5.0,
+    ),
+    "max_concurrency": ExtraField(
+        "Max concurrency", "Most requests in flight at once (the API allows 10).", "integer", 10
+    ),
+    "timeout": ExtraField("Timeout (s)", "Connect and read timeout of every request, in seconds.", "number", 60.0),
+    "max_retries": ExtraField(
+        "Max retries",
+        "Retries of a request after 429, 5xx, a dropped connection, a timeout or an invalid body.",
+        "integer",
+        8,
+    ),
+    "backoff_base": ExtraField(
+        "Backoff base (s)", "First retry delay; it doubles on each retry, with jitter.", "number", 1.0
+    ),
+    "backoff_max": ExtraField("Backoff cap (s)", "Longest delay between two retries.", "number", 30.0),
+    "verify_ssl": ExtraField(
+        "Verify TLS certificates",
+        "Leave on. Turning it off (false) is logged as a warning on every hook.",
+        "boolean",
+        True,
+    ),
+    "export_jobs_path": ExtraField(
+        "Export jobs path", "Path that creates Raw Activity Data export jobs.", "string", "/pull/v1/export/activities/jobs"
+    ),
+    "export_status_path": ExtraField(
+        "Export job status path",
+        "Path of one export job's status; `{job_id}` is replaced.",
+        "string",
+        "/pull/v1/export/activities/jobs/{job_id}",
+    ),
+    "export_data_path": ExtraField(
+        "Export job data path",
+        "Path of one export job's data; `{job_id}` is replaced.",
+        "string",
+        "/pull/v1/export/activities/jobs/{job_id}/data",
+    ),
+}
+
+_LOOPBACK_NAMES = {"localhost"}
+
+
+def is_loopback(hostname: str) -> bool:
+    """Whether ``hostname`` names this machine's loopback interface (127.0.0.0/8, ::1, localhost)."""
+    if hostname.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Validated settings of one People.ai client (sync hook or async trigger client).
+
+    :param conn_id: the Airflow connection id these settings came from (named in errors).
+    :param base_url: scheme, host and optional port, without a trailing slash.
+    :param client_id: the API key.
+    :param client_secret: the API secret; never shown in ``repr``.
+
+    The other fields are the connection extras of :data:`EXTRA_FIELDS`; ``unknown_extras`` names
+    extras the connection carries that this provider does not know (logged as a warning).
+    """
+
+    conn_id: str
+    base_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    token_path: str = "/auth/v1/tokens"
+    page_size: int = 1000
+    requests_per_second: float = 5.0
+    max_concurrency: int = 10
+    timeout: float = 60.0
+    max_retries: int = 8
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+    verify_ssl: bool = True
+    export_jobs_path: str = "/pull/v1/export/activities/jobs"
+    export_status_path: str = "/pull/v1/export/activities/jobs/{job_id}"
+    export_data_path: str = "/pull/v1/export/activities/jobs/{job_id}/data"
+    unknown_extras: tuple[str, ...] = ()
+
+    @classmethod
+    def from_connection(
+        cls,
+        conn_id: str,
+        host: str | None,
+        login: str | None,
+        password: str | None,
+        extra: dict[str, Any],
+        port: int | None = None,
+    ) -> ClientConfig:
+        """Build and validate settings from an Airflow connection's fields.
+
+        :raises ValueError: naming the connection and the field, for a missing key or secret,
+            a non-https URL to a non-loopback host, or an extra of the wrong type or range.
+        """
+        if not login:
+            raise ValueError(f"Connection {conn_id!r} has no API key: set its login (API key / client_id).")
+        if not password:
+            raise ValueError(f"Connection {conn_id!r} has no API secret: set its password (API secret / client_secret).")
+        unknown = sorted(set(extra) - set(EXTRA_FIELDS))
+        values: dict[str, Any] = {}
+        for name, spec in EXTRA_FIELDS.items():
+            values[name] = _coerce_extra(conn_id, name, extra.get(name), spec)
+        _check_ranges(conn_id, values)
+        base_url = _base_url(conn_id, host, port)
+        return cls(
+            conn_id=conn_id,
+            base_url=base_url,
+            client_id=login,
+            client_secret=password,
+            unknown_extras=tuple(unknown),
+            **values,
+        )
+
+
+def _coerce_extra(conn_id: str, name: str, value: Any, spec: ExtraField) -> Any:
+    if value is None or value == "":
+        return spec.default
+    try:
+        if spec.json_type == "integer":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if spec.json_type == "number":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if spec.json_type == "boolean":
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in {"true", "1", "yes", "on"}:
+                return True
+            if str(value).strip().lower() in {"false", "0", "no", "off"}:
+                return False
+            raise TypeError
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Connection {conn_id!r}: extra {name!r} must be a {spec.json_type}, got {value!r}."
+        ) from None
+
+
+def _check_ranges(conn_id: str, values: dict[str, Any]) -> None:
+    if not 1 <= values["page_size"] <= 100_000:
+        raise ValueError(f"Connection {conn_id!r}: extra 'page_size' must be 1 to 100000, got {values['page_size']}.")
+    if values["requests_per_second"] <= 0:
+        raise ValueError(f"Connection {conn_id!r}: extra 'requests_per_second' must be above 0.")
+    if values["max_concurrency"] < 1:
+        raise ValueError(f"Connection {conn_id!r}: extra 'max_concurrency' must be at least 1.")
+    if values["timeout"] <= 0:
+        raise ValueError(f"Connection {conn_id!r}: extra 'timeout' must be above 0 seconds.")
+    if values["max_retries"] < 0:
+        raise ValueError(f"Connection {conn_id!r}: extra 'max_retries' must be 0 or more.")
+    if values["backoff_base"] < 0 or values["backoff_max"] < 0:
+        raise ValueError(f"Connection {conn_id!r}: extras 'backoff_base' and 'backoff_max' must be 0 or more.")
+
+
+def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
+    raw = (host or "").strip() or DEFAULT_BASE_URL
+    if "://" not in raw:
+        raw = f"https://{raw}"
+    parts = urlsplit(raw)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"Connection {conn_id!r}: host {host!r} is not an http(s) URL such as https://api.people.ai.")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError(
+            f"Connection {conn_id!r}: plain http is refused for {parts.hostname!r}, because the client secret "
+            "would cross the network in clear. Use https://, or http:// only for a loopback host (127.0.0.1)."
+        )
+    netloc = parts.netloc
+    if port and parts.port is None:
+        netloc = f"{netloc}:{port}"
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{netloc}{path}"

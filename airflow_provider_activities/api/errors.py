@@ -1,0 +1,64 @@
+"""Errors the People.ai client raises. None of them ever carries a secret or a token."""
+
+from __future__ import annotations
+
+from airflow_provider_activities.compat import AirflowException
+
+
+class PeopleAIError(AirflowException):
+    """Base class of every error this provider raises about the People.ai API."""
+
+
+class PeopleAIAPIError(PeopleAIError):
+    """A request failed for good: a non-retryable status, or retries ran out.
+
+    :param method: the HTTP method.
+    :param path: the URL path (no query string, no credentials).
+    :param status: the last HTTP status, or ``None`` after a transport failure.
+    :param message: the API's error ``message``, or what went wrong on the wire.
+    :param trace_id: the API's error ``id``, logged for the vendor's support; never branched on.
+    :param offset: the page offset of a paginated request.
+    :param attempts: how many times the request was sent.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        status: int | None,
+        message: str,
+        trace_id: str | None = None,
+        offset: int | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.status = status
+        self.message = message
+        self.trace_id = trace_id
+        self.offset = offset
+        self.attempts = attempts
+        where = f"{method} {path}" + (f" (offset {offset})" if offset is not None else "")
+        status_text = f"HTTP {status}" if status is not None else "no response"
+        trace = f" [trace id {trace_id}]" if trace_id else ""
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"People.ai API {where} failed{tries}: {status_text}: {message}{trace}")
+
+
+class PeopleAIAuthError(PeopleAIError):
+    """The token endpoint rejected the connection's credentials (or is unusable).
+
+    :param conn_id: the Airflow connection whose credentials were rejected.
+    :param detail: what the API answered (status and message, never the secret).
+    """
+
+    def __init__(self, conn_id: str, detail: str) -> None:
+        self.conn_id = conn_id
+        super().__init__(
+            f"People.ai rejected the credentials of connection {conn_id!r} ({detail}). "
+            "Check its login (API key) and password (API secret), and that the key is an Activity API key."
+        )
+
+
+class InvalidResponseError(ValueError):
+    """A response body that is not the JSON it should be (retried as a transient fault)."""

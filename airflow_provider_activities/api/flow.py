@@ -1,0 +1,153 @@
+"""The life of one API call, written once for both transports (a "sans-I/O" generator).
+
+A call flow is a generator that yields what it needs done and receives the outcome:
+
+* :class:`Send` - send this request; the driver answers with a :class:`Response`, or with the
+  exception the transport raised (connection refused or dropped, timeout);
+* :class:`Sleep` - wait this many seconds; the driver answers ``None``;
+* :class:`NeedToken` - give me a valid access token; the driver answers with the token
+  (minting it, under its lock, by running :func:`token_flow`); ``fresh=True`` asks for a new
+  one after a 401.
+
+The flow returns the parsed result or raises the final error. The sync hook drives it with
+``requests`` and ``time.sleep``; the async client with ``aiohttp`` and ``asyncio.sleep``.
+Retry rules, backoff, re-authentication and error messages therefore live here only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Mapping, TypeVar
+
+from airflow_provider_activities.api.config import ClientConfig
+from airflow_provider_activities.api.errors import InvalidResponseError, PeopleAIAPIError, PeopleAIAuthError
+from airflow_provider_activities.api.policy import RetryPolicy
+from airflow_provider_activities.api.protocol import ApiRequest, Token, parse_error, parse_token, token_request
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Send:
+    """Ask the driver to send ``request``."""
+
+    request: ApiRequest
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Ask the driver to wait ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class NeedToken:
+    """Ask the driver for an access token; ``stale`` is the one a 401 just rejected."""
+
+    stale: str | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    """What the transport received.
+
+    :param status: the HTTP status.
+    :param headers: the response headers.
+    :param body: the whole body.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+Action = Send | Sleep | NeedToken
+Flow = Generator[Action, Any, T]
+
+
+def call_flow(
+    request: ApiRequest,
+    parse: Callable[[bytes], T],
+    policy: RetryPolicy,
+) -> Flow[T]:
+    """Send ``request`` until it succeeds and ``parse`` accepts the body, or fails for good.
+
+    Retried (up to ``policy.max_retries`` times, with backoff): 429, 500, 502, 503, 504, transport
+    errors, and bodies ``parse`` rejects as invalid. A 401 on an authenticated request gets one
+    fresh token and one more try, outside the retry budget. Anything else raises
+    :class:`PeopleAIAPIError` naming method, path, offset, status, and the API's message and trace id.
+    """
+    attempts = 0
+    reauthenticated = False
+    token: str | None = None
+    while True:
+        if request.authenticated:
+            token = yield NeedToken()
+            outcome = yield Send(request.with_bearer(token))
+        else:
+            outcome = yield Send(request)
+        attempts += 1
+        headers: Mapping[str, str] | None = None
+        if isinstance(outcome, BaseException):
+            problem, status, trace_id = f"{type(outcome).__name__}: {outcome}", None, None
+        elif outcome.status == 401 and request.authenticated and not reauthenticated:
+            reauthenticated = True
+            log.info("People.ai answered 401 to %s %s; minting a new token and retrying once.", request.method, request.path)
+            yield NeedToken(stale=token)
+            continue
+        elif 200 <= outcome.status < 300:
+            try:
+                return parse(outcome.body)
+            except InvalidResponseError as err:
+                problem, status, trace_id = str(err), outcome.status, None
+        else:
+            message, trace_id = parse_error(outcome.body)
+            status, headers = outcome.status, outcome.headers
+            if not policy.retryable_status(status):
+                raise _api_error(request, status, message, trace_id, attempts)
+            problem = message
+        if attempts > policy.max_retries:
+            raise _api_error(request, status, problem, trace_id, attempts)
+        delay = policy.delay(attempts, headers)
+        log.warning(
+            "People.ai %s %s%s: %s%s; retry %d of %d in %.1f s.",
+            request.method,
+            request.path,
+            f" (offset {request.offset})" if request.offset is not None else "",
+            f"HTTP {status}: " if status is not None else "",
+            problem,
+            attempts,
+            policy.max_retries,
+            delay,
+        )
+        yield Sleep(delay)
+
+
+def token_flow(config: ClientConfig, policy: RetryPolicy) -> Flow[Token]:
+    """Mint an access token with the client-credentials grant.
+
+    Transient failures are retried like any call; a 400 or 401 (rejected credentials) raises
+    :class:`PeopleAIAuthError` naming the connection id, never the secret.
+    """
+    try:
+        return (yield from call_flow(token_request(config), parse_token, policy))
+    except PeopleAIAPIError as err:
+        if err.status in (400, 401, 403):
+            raise PeopleAIAuthError(config.conn_id, f"HTTP {err.status}: {err.message}") from None
+        raise
+
+
+def _api_error(request: ApiRequest, status: int | None, message: str, trace_id: str | None, attempts: int) -> PeopleAIAPIError:
+    return PeopleAIAPIError(
+        method=request.method,
+        path=request.path,
+        status=status,
+        message=message,
+        trace_id=trace_id,
+        offset=request.offset,
+        attempts=attempts,
+    )

@@ -1,0 +1,129 @@
+"""Client policies with no I/O: token cache, retry and backoff, rate limit.
+
+Each is a small state machine that the sync and async drivers share; only the waiting
+(``time.sleep`` or ``asyncio.sleep``) and the locking differ between them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
+from typing import Mapping
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_RETRY_AFTER_CAP = 300.0
+
+
+class TokenCache:
+    """Holds one access token and refreshes it before it expires.
+
+    The refresh margin is a tenth of the token's life, at most 60 s, so a short-lived token
+    (``expires_in`` of a few seconds) is still used for most of its life.
+    """
+
+    def __init__(self) -> None:
+        self._token: str | None = None
+        self._refresh_at = 0.0
+
+    def get(self, now: float) -> str | None:
+        """The cached token, or ``None`` when there is none or it is due for refresh."""
+        if self._token is not None and now < self._refresh_at:
+            return self._token
+        return None
+
+    def store(self, token: str, expires_in: float, now: float) -> None:
+        """Cache ``token``, minted at ``now`` (monotonic seconds) and living ``expires_in`` s."""
+        margin = min(60.0, max(expires_in, 0.0) * 0.1)
+        self._token = token
+        self._refresh_at = now + max(expires_in, 0.0) - margin
+
+    def invalidate(self, token: str) -> None:
+        """Forget ``token`` (after a 401), unless another caller already replaced it."""
+        if self._token == token:
+            self._token = None
+
+
+class RetryPolicy:
+    """Which failures are retried, and how long to wait before each retry.
+
+    Exponential backoff with full jitter (``base * 2**n``, capped, times a random factor in
+    ``[0.5, 1]``); a ``Retry-After`` header, in seconds or as an HTTP date, wins when present.
+
+    :param max_retries: retries after the first attempt.
+    :param base: the first delay in seconds.
+    :param cap: the longest delay in seconds.
+    """
+
+    def __init__(self, max_retries: int, base: float, cap: float, rng: random.Random | None = None) -> None:
+        self.max_retries = max_retries
+        self.base = base
+        self.cap = cap
+        self._rng = rng or random.Random()
+
+    @staticmethod
+    def retryable_status(status: int) -> bool:
+        """429 and the transient 5xx are retried; other statuses are final."""
+        return status in RETRY_STATUSES
+
+    def delay(self, retry: int, headers: Mapping[str, str] | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        retry_after = _retry_after_seconds(headers)
+        if retry_after is not None:
+            return retry_after
+        ceiling = min(self.cap, self.base * (2 ** (retry - 1)))
+        return ceiling * (0.5 + 0.5 * self._rng.random())
+
+
+def _retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    if not headers:
+        return None
+    value = None
+    for key, candidate in headers.items():
+        if key.lower() == "retry-after":
+            value = candidate.strip()
+            break
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return min(max(seconds, 0.0), _RETRY_AFTER_CAP)
+
+
+class RateLimiter:
+    """At most ``rate`` requests in any window of one second (plus a small safety margin).
+
+    A sliding window, like the API's own: up to ``rate`` requests may go at once, the next
+    one waits until the oldest of them is a window old. The margin absorbs scheduling jitter
+    between this client's clock and the server's.
+
+    :param rate: requests per second (may be fractional: 0.5 means one every two seconds).
+    :param margin: seconds added to the window.
+    """
+
+    def __init__(self, rate: float, margin: float = 0.05) -> None:
+        self._burst = max(1, int(rate))
+        self._window = (self._burst / rate) + margin
+        self._sent: deque[float] = deque()
+
+    def reserve(self, now: float) -> float:
+        """Claim a slot for one request; returns how many seconds to wait before sending it."""
+        sent = self._sent
+        while sent and sent[0] <= now - self._window:
+            sent.popleft()
+        if len(sent) < self._burst:
+            sent.append(now)
+            return 0.0
+        slot = sent[0] + self._window
+        sent.popleft()
+        sent.append(slot)
+        return slot - now

@@ -1,0 +1,173 @@
+"""Record handling shared by every reader: timestamps, client-side bounds, de-duplication.
+
+The API may ignore filters it does not know and may repeat records across pages, so every
+record is bounded to the asked interval and de-duplicated here, whatever the server did.
+
+Timestamps arrive as epoch milliseconds or as ISO-8601 strings (``Z`` or an offset); they are
+normalised in place to epoch-millisecond ``int`` (UTC), the cheapest form to compare and the
+one the Parquet writer takes without conversion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Hashable, Iterable
+
+ACTIVITY_TIMESTAMP_FIELDS: tuple[str, ...] = (
+    "timestamp",
+    "created_at",
+    "ingested_at",
+    "meeting_start_time",
+    "meeting_end_time",
+)
+PARTICIPANT_TIMESTAMP_FIELDS: tuple[str, ...] = ("activity_timestamp", "created_at")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Below this magnitude a number is taken as epoch seconds, above as epoch milliseconds
+# (10**11 s is the year 5138; 10**11 ms is March 1973).
+_SECONDS_CUTOFF = 100_000_000_000
+
+
+def to_epoch_ms(value: Any) -> int | None:
+    """Epoch milliseconds (UTC) of a timestamp in any form the API uses.
+
+    Accepts ``None``, epoch milliseconds (or seconds, below 10**11), numeric strings, ISO-8601
+    strings with ``Z`` or an offset (a string without one is taken as UTC, as the API says all
+    its times are), and ``datetime`` (naive taken as UTC).
+
+    :raises ValueError: for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"not a timestamp: {value!r}")
+    if isinstance(value, int):
+        return value if abs(value) >= _SECONDS_CUTOFF else value * 1000
+    if isinstance(value, float):
+        return int(value) if abs(value) >= _SECONDS_CUTOFF else int(round(value * 1000))
+    if isinstance(value, datetime):
+        return _datetime_ms(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text.lstrip("-").isdigit():
+            return to_epoch_ms(int(text))
+        return _datetime_ms(_parse_iso(text))
+    raise ValueError(f"not a timestamp: {value!r}")
+
+
+def _parse_iso(text: str) -> datetime:
+    candidate = text[:-1] + "+00:00" if text[-1] in "Zz" else text
+    try:
+        return datetime.fromisoformat(candidate)
+    except ValueError:
+        pass
+    # Python 3.10's fromisoformat takes only 3 or 6 fraction digits: pad or cut them.
+    head, sep, tail = candidate.partition(".")
+    if sep:
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        fraction, rest = tail[:digits], tail[digits:]
+        try:
+            return datetime.fromisoformat(f"{head}.{(fraction + '000000')[:6]}{rest}")
+        except ValueError:
+            pass
+    raise ValueError(f"not an ISO-8601 timestamp: {text!r}")
+
+
+def _datetime_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def ms_to_datetime(value: int | None) -> datetime | None:
+    """The timezone-aware UTC ``datetime`` of epoch milliseconds."""
+    if value is None:
+        return None
+    return _EPOCH + timedelta(milliseconds=value)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    """Epoch milliseconds of an aware ``datetime``."""
+    return _datetime_ms(value)
+
+
+def activity_key(record: dict[str, Any]) -> Hashable:
+    """An activity's identity: its ``uid``."""
+    return record.get("uid")
+
+
+def participant_key(record: dict[str, Any]) -> Hashable:
+    """A participant's identity: (``activity_uid``, ``id``), or the e-mail where ``id`` is missing."""
+    participant_id = record.get("id")
+    if participant_id is None:
+        return (record.get("activity_uid"), None, record.get("email"))
+    return (record.get("activity_uid"), participant_id)
+
+
+@dataclass
+class FilterStats:
+    """What a :class:`RecordFilter` saw.
+
+    :param seen: records received.
+    :param kept: records passed on.
+    :param duplicates: repeated identities dropped.
+    :param outside: records outside the interval dropped (the API ignored or widened a filter).
+    """
+
+    seen: int = 0
+    kept: int = 0
+    duplicates: int = 0
+    outside: int = 0
+
+
+@dataclass
+class RecordFilter:
+    """Normalises timestamps, bounds records to ``[start_ms, end_ms)`` on one field, drops repeats.
+
+    :param time_field: the field bounded (``timestamp``, ``activity_timestamp``, ``created_at``).
+    :param start_ms: inclusive lower bound, epoch ms.
+    :param end_ms: exclusive upper bound, epoch ms; ``None`` for no upper bound.
+    :param key: the record identity used to drop repeats.
+    :param timestamp_fields: fields normalised to epoch ms.
+    :param fallback_time_field: used when ``time_field`` is missing or null (e.g. ``created_at``
+        when a deployment does not send ``ingested_at``).
+    """
+
+    time_field: str
+    start_ms: int
+    end_ms: int | None
+    key: Callable[[dict[str, Any]], Hashable]
+    timestamp_fields: tuple[str, ...]
+    fallback_time_field: str | None = None
+    stats: FilterStats = field(default_factory=FilterStats)
+    _seen_keys: set[Hashable] = field(default_factory=set, repr=False)
+
+    def apply(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records of one page that are new and inside the interval, timestamps normalised."""
+        kept: list[dict[str, Any]] = []
+        stats, seen_keys = self.stats, self._seen_keys
+        start_ms, end_ms, time_field, fallback = self.start_ms, self.end_ms, self.time_field, self.fallback_time_field
+        for record in records:
+            stats.seen += 1
+            for name in self.timestamp_fields:
+                value = record.get(name)
+                if value is not None and type(value) is not int:
+                    record[name] = to_epoch_ms(value)
+            moment = record.get(time_field)
+            if moment is None and fallback is not None:
+                moment = record.get(fallback)
+            if moment is None or moment < start_ms or (end_ms is not None and moment >= end_ms):
+                stats.outside += 1
+                continue
+            identity = self.key(record)
+            if identity in seen_keys:
+                stats.duplicates += 1
+                continue
+            seen_keys.add(identity)
+            kept.append(record)
+        stats.kept += len(kept)
+        return kept

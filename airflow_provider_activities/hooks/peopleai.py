@@ -1,0 +1,351 @@
+"""PeopleAIHook: the People.ai Activity API over ``requests``.
+
+What the hook does for every call: OAuth2 client-credentials auth with a cached token that is
+refreshed before it expires (and minted again once on a 401); a rate limit of
+``requests_per_second`` and ``max_concurrency`` across all its threads; retries with backoff
+for 429, 5xx, dropped connections, timeouts and invalid bodies; offset/limit pagination that
+fetches pages ahead concurrently when ``meta.total`` is known and yields them in order; and
+client-side bounds and de-duplication of every record. The rules live in
+:mod:`airflow_provider_activities.api`, shared with the async trigger client.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any, Callable, Iterator, TypeVar
+
+import requests
+
+from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID, get_provider_info
+from airflow_provider_activities.api.config import ClientConfig
+from airflow_provider_activities.api.flow import Flow, NeedToken, Response, Send, Sleep, call_flow, token_flow
+from airflow_provider_activities.api.pagination import PagePlan
+from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache
+from airflow_provider_activities.api.protocol import ACTIVITIES_PATH, ApiRequest, Page, page_request, parse_page
+from airflow_provider_activities.api.queries import (
+    Query,
+    activities_query,
+    ingested_query,
+    latest_ingested_ms,
+    participants_query,
+)
+from airflow_provider_activities.api.records import FilterStats, ms_to_datetime
+from airflow_provider_activities.compat import BaseHook, mask_secret
+
+T = TypeVar("T")
+
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class IngestCount:
+    """The answer of :meth:`PeopleAIHook.count_ingested`.
+
+    :param count: activities ingested in the window (each ``uid`` once).
+    :param latest_ingested_at: the latest ingestion time seen, or ``None`` when none was.
+    """
+
+    count: int
+    latest_ingested_at: datetime | None
+
+
+@dataclass
+class RecordStream:
+    """Pages of records from one read, bounded and de-duplicated, timestamps as epoch ms.
+
+    Iterate it once for lists of records; afterwards :attr:`stats`, :attr:`pages` and
+    :attr:`total` tell what the read saw.
+
+    :param path: the endpoint read.
+    :param filters: the filters sent with every page.
+    """
+
+    path: str
+    filters: dict[str, str]
+    _pages: Iterator[list[dict[str, Any]]] = field(repr=False)
+    _query: Query = field(repr=False)
+    pages: int = 0
+    total: int | None = None
+
+    @property
+    def stats(self) -> FilterStats:
+        """Records seen, kept, dropped as duplicates and dropped as outside the interval."""
+        return self._query.record_filter.stats
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        return self._pages
+
+
+class PeopleAIHook(BaseHook):
+    """Talks to the People.ai (Backstory) Activity API.
+
+    :param peopleai_conn_id: the Airflow connection (type ``peopleai``): login is the API key,
+        password the API secret, host the base URL (``https://api.people.ai`` when empty);
+        extras ``token_path``, ``page_size``, ``requests_per_second``, ``max_concurrency``,
+        ``timeout``, ``max_retries``, ``backoff_base``, ``backoff_max``, ``verify_ssl``.
+    """
+
+    conn_name_attr = "peopleai_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "People.ai"
+
+    def __init__(self, peopleai_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.peopleai_conn_id = peopleai_conn_id
+        self._tokens = TokenCache()
+        self._token_lock = threading.Lock()
+        self._rate_lock = threading.Lock()
+        self._session: requests.Session | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(peopleai_conn_id={self.peopleai_conn_id!r})"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Connection form behaviour (also declared in ``get_provider_info()``)."""
+        return get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+
+    # -- settings and transport -------------------------------------------------------------
+
+    @cached_property
+    def config(self) -> ClientConfig:
+        """The connection's validated settings (read once per hook)."""
+        conn = self.get_connection(self.peopleai_conn_id)
+        if conn.password:
+            mask_secret(conn.password)
+        config = ClientConfig.from_connection(
+            conn_id=self.peopleai_conn_id,
+            host=conn.host,
+            login=conn.login,
+            password=conn.password,
+            extra=conn.extra_dejson,
+            port=conn.port,
+        )
+        if config.unknown_extras:
+            self.log.warning("Connection %r has extras this provider ignores: %s", self.peopleai_conn_id, ", ".join(config.unknown_extras))
+        if not config.verify_ssl:
+            self.log.warning("Connection %r turns TLS certificate verification off (verify_ssl=false).", self.peopleai_conn_id)
+        return config
+
+    @cached_property
+    def _policy(self) -> RetryPolicy:
+        return RetryPolicy(self.config.max_retries, self.config.backoff_base, self.config.backoff_max)
+
+    @cached_property
+    def _limiter(self) -> RateLimiter:
+        return RateLimiter(self.config.requests_per_second)
+
+    @cached_property
+    def _in_flight(self) -> threading.BoundedSemaphore:
+        return threading.BoundedSemaphore(self.config.max_concurrency)
+
+    def get_conn(self) -> requests.Session:
+        """The hook's ``requests.Session`` (one per hook, pooled for ``max_concurrency``)."""
+        if self._session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=1, pool_maxsize=self.config.max_concurrency, max_retries=0
+            )
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            session.verify = self.config.verify_ssl
+            self._session = session
+        return self._session
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _send(self, request: ApiRequest) -> Response | BaseException:
+        session = self.get_conn()
+        with self._in_flight:
+            with self._rate_lock:
+                wait = self._limiter.reserve(time.monotonic())
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                answer = session.request(
+                    request.method,
+                    request.url(self.config),
+                    params=request.params or None,
+                    data=request.form,
+                    json=request.json_body,
+                    headers=request.headers(),
+                    timeout=self.config.timeout,
+                )
+                return Response(answer.status_code, answer.headers, answer.content)
+            except requests.RequestException as err:
+                return err
+
+    def _token(self, need: NeedToken) -> str:
+        with self._token_lock:
+            if need.stale is not None:
+                self._tokens.invalidate(need.stale)
+            token = self._tokens.get(time.monotonic())
+            if token is None:
+                asked_at = time.monotonic()
+                minted = self._drive(token_flow(self.config, self._policy))
+                mask_secret(minted.access_token)
+                self._tokens.store(minted.access_token, minted.expires_in, asked_at)
+                token = minted.access_token
+            return token
+
+    def _drive(self, flow: Flow[T]) -> T:
+        """Run a call flow with this hook's transport."""
+        try:
+            action = next(flow)
+            while True:
+                if isinstance(action, Send):
+                    outcome: Any = self._send(action.request)
+                elif isinstance(action, Sleep):
+                    time.sleep(action.seconds)
+                    outcome = None
+                else:
+                    outcome = self._token(action)
+                action = flow.send(outcome)
+        except StopIteration as finished:
+            return finished.value
+
+    def run(self, request: ApiRequest, parse: Callable[[bytes], T]) -> T:
+        """Send one request with auth, rate limit and retries; return ``parse(body)``."""
+        return self._drive(call_flow(request, parse, self._policy))
+
+    # -- pagination ---------------------------------------------------------------------------
+
+    def _fetch_page(self, path: str, filters: dict[str, str], offset: int) -> Page:
+        return self.run(page_request(path, filters, offset, self.config.page_size), parse_page)
+
+    def _iter_pages(self, query: Query, stream: RecordStream) -> Iterator[list[dict[str, Any]]]:
+        plan = PagePlan(limit=self.config.page_size)
+        depth = self.config.max_concurrency
+        started = last_report = time.monotonic()
+        pending: dict[int, Future[Page]] = {}
+        with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="peopleai-page") as pool:
+            try:
+                while not plan.done:
+                    for offset in plan.next_offsets(pending.keys(), depth):
+                        pending[offset] = pool.submit(self._fetch_page, query.path, query.filters, offset)
+                    offset = plan.offset
+                    page = pending.pop(offset).result()
+                    plan.receive(offset, len(page.records), page.total)
+                    for stale in [o for o in pending if o < plan.offset]:
+                        pending.pop(stale).cancel()
+                    stream.pages += 1
+                    stream.total = plan.total
+                    kept = query.record_filter.apply(page.records)
+                    self.log.debug(
+                        "People.ai %s offset %d: %d records, %d kept (total %s).",
+                        query.path, offset, len(page.records), len(kept), plan.total,
+                    )
+                    now = time.monotonic()
+                    if now - last_report >= PROGRESS_EVERY_SECONDS:
+                        last_report = now
+                        self._log_progress(query, stream, plan, now - started)
+                    if kept:
+                        yield kept
+            finally:
+                for future in pending.values():
+                    future.cancel()
+
+    def _log_progress(self, query: Query, stream: RecordStream, plan: PagePlan, elapsed: float) -> None:
+        stats = query.record_filter.stats
+        percent = f", {100.0 * min(plan.offset, plan.total) / plan.total:.0f}%" if plan.total else ""
+        self.log.info(
+            "People.ai %s: %d records in %d pages, %.0f records/s%s.",
+            query.path, stats.seen, stream.pages, stats.seen / max(elapsed, 1e-9), percent,
+        )
+
+    def _stream(self, query: Query) -> RecordStream:
+        stream = RecordStream(path=query.path, filters=dict(query.filters), _pages=iter(()), _query=query)
+        stream._pages = self._iter_pages(query, stream)
+        return stream
+
+    # -- public reads -------------------------------------------------------------------------
+
+    def stream_activities(self, start: datetime, end: datetime, activity_type: str | None = None) -> RecordStream:
+        """Pages of activities whose ``timestamp`` is in ``[start, end)``, for bulk consumers.
+
+        Like :meth:`iter_activities`, but yields lists of records with timestamps left as epoch
+        milliseconds (the cheap form for Arrow), and exposes the read's statistics.
+        """
+        return self._stream(activities_query(start, end, activity_type))
+
+    def stream_participants(self, start: datetime, end: datetime) -> RecordStream:
+        """Pages of participants whose ``activity_timestamp`` is in ``[start, end)`` (see :meth:`stream_activities`)."""
+        return self._stream(participants_query(start, end))
+
+    def iter_activities(self, start: datetime, end: datetime, activity_type: str | None = None) -> Iterator[dict[str, Any]]:
+        """Activities whose ``timestamp`` lies in ``[start, end)``, each ``uid`` once.
+
+        :param start: inclusive, timezone-aware.
+        :param end: exclusive, timezone-aware, after ``start``, at most 2 years later.
+        :param activity_type: ``None`` for all types, or ``"email"``, ``"call"``, ``"meeting"``.
+        :return: plain dicts; timestamp fields as timezone-aware UTC ``datetime``.
+        :raises ValueError: for bad input, before any HTTP call.
+        """
+        stream = self.stream_activities(start, end, activity_type)
+        yield from self._as_datetimes(stream)
+        self._log_dropped(stream)
+
+    def iter_participants(self, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+        """Participants whose ``activity_timestamp`` lies in ``[start, end)``, each
+        (``activity_uid``, ``id``) once (``email`` standing in for a missing ``id``).
+
+        :param start: inclusive, timezone-aware.
+        :param end: exclusive, timezone-aware, after ``start``.
+        :return: plain dicts; timestamp fields as timezone-aware UTC ``datetime``.
+        """
+        stream = self.stream_participants(start, end)
+        yield from self._as_datetimes(stream)
+        self._log_dropped(stream)
+
+    def _as_datetimes(self, stream: RecordStream) -> Iterator[dict[str, Any]]:
+        fields = stream._query.record_filter.timestamp_fields
+        for page in stream:
+            for record in page:
+                for name in fields:
+                    if name in record:
+                        record[name] = ms_to_datetime(record[name])
+                yield record
+
+    def _log_dropped(self, stream: RecordStream) -> None:
+        stats = stream.stats
+        self.log.info(
+            "People.ai %s: %d records kept of %d received in %d pages (%d duplicates, %d outside the interval dropped).",
+            stream.path, stats.kept, stats.seen, stream.pages, stats.duplicates, stats.outside,
+        )
+
+    def count_ingested(
+        self, since: datetime, until: datetime | None = None, activity_type: str | None = None
+    ) -> IngestCount:
+        """How many activities were ingested in ``[since, until)``, and the latest ingestion time.
+
+        The ingestion time is ``ingested_at`` where the API sends it, else ``created_at``; it is
+        checked client-side, since the API ignores filters it does not know.
+
+        :param since: inclusive, timezone-aware.
+        :param until: exclusive, timezone-aware, or ``None`` for no upper bound.
+        :param activity_type: ``None`` for all types, or ``"email"``, ``"call"``, ``"meeting"``.
+        """
+        stream = self._stream(ingested_query(since, until, activity_type))
+        latest: int | None = None
+        for page in stream:
+            latest = latest_ingested_ms(page, latest)
+        return IngestCount(count=stream.stats.kept, latest_ingested_at=ms_to_datetime(latest))
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Mint a token and read one activity; ``(True, message)`` or ``(False, reason)``."""
+        try:
+            page = self.run(page_request(ACTIVITIES_PATH, {}, 0, 1), parse_page)
+        except Exception as err:  # the UI shows the reason; it never holds a secret
+            return False, str(err)
+        total = f"{page.total} activities visible" if page.total is not None else "activities readable"
+        return True, f"Connected to People.ai at {self.config.base_url}: token accepted, {total}."
