@@ -1,0 +1,33 @@
+# Two commands on a fresh machine with Python 3.10+: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/python -m uv
+PYTEST_ARGS ?=
+
+.PHONY: install install-test test demo docs bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(UV) pip install --quiet --python $(BIN)/python -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(UV) pip install --quiet --python $(BIN)/python -e ".[test]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+test: install-test
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: install
+	@echo "make demo: coming soon (lands with the example DAG)."
+
+clean:
+	rm -rf $(VENV) .demo demo-output site
