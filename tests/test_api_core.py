@@ -1,0 +1,207 @@
+"""The transport-neutral core: config validation, timestamps, bounds, pagination plan, policies."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from airflow_provider_activities.api.config import ClientConfig, is_loopback
+from airflow_provider_activities.api.pagination import PagePlan
+from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache
+from airflow_provider_activities.api.protocol import day_filters, parse_error, parse_page
+from airflow_provider_activities.api.errors import InvalidResponseError
+from airflow_provider_activities.api.records import RecordFilter, activity_key, participant_key, to_epoch_ms
+from airflow_provider_activities.api.validation import check_interval
+
+UTC = timezone.utc
+
+
+def config(host: str | None, **extra: object) -> ClientConfig:
+    return ClientConfig.from_connection("peopleai_test", host, "key", "secret-value", dict(extra))
+
+
+class TestConfig:
+    def test_defaults(self) -> None:
+        cfg = config(None)
+        assert cfg.base_url == "https://api.people.ai"
+        assert (cfg.page_size, cfg.requests_per_second, cfg.max_concurrency) == (1000, 5.0, 10)
+        assert "secret-value" not in repr(cfg)
+
+    @pytest.mark.parametrize(
+        "host, expected",
+        [
+            ("api.people.ai", "https://api.people.ai"),
+            ("https://api.people.ai/", "https://api.people.ai"),
+            ("http://127.0.0.1:8765", "http://127.0.0.1:8765"),
+            ("http://localhost:1", "http://localhost:1"),
+            ("http://[::1]:9", "http://[::1]:9"),
+        ],
+    )
+    def test_base_url(self, host: str, expected: str) -> None:
+        assert config(host).base_url == expected
+
+    @pytest.mark.parametrize("host", ["http://api.people.ai", "http://10.0.0.5:80", "http://example.com"])
+    def test_plain_http_refused_off_loopback(self, host: str) -> None:
+        with pytest.raises(ValueError, match="plain http is refused") as err:
+            config(host)
+        assert "secret-value" not in str(err.value)
+
+    def test_bad_extras_name_the_extra(self) -> None:
+        with pytest.raises(ValueError, match="'page_size' must be 1 to 100000"):
+            config(None, page_size=0)
+        with pytest.raises(ValueError, match="'max_retries' must be a integer"):
+            config(None, max_retries="many")
+        with pytest.raises(ValueError, match="'verify_ssl' must be a boolean"):
+            config(None, verify_ssl="perhaps")
+
+    def test_missing_credentials(self) -> None:
+        with pytest.raises(ValueError, match="no API key"):
+            ClientConfig.from_connection("c", None, None, "s", {})
+        with pytest.raises(ValueError, match="no API secret"):
+            ClientConfig.from_connection("c", None, "k", "", {})
+
+    def test_loopback(self) -> None:
+        assert is_loopback("127.0.0.1") and is_loopback("127.8.0.1") and is_loopback("::1")
+        assert not is_loopback("192.168.1.1") and not is_loopback("api.people.ai")
+
+
+class TestTimestamps:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            1793491200123,
+            "1793491200123",
+            1793491200.123,
+            "2026-11-01T00:00:00.123Z",
+            "2026-11-01T01:00:00.123+01:00",
+            "2026-11-01T00:00:00.123000+00:00",
+            "2026-11-01T00:00:00.1234567Z",
+            datetime(2026, 11, 1, 0, 0, 0, 123000, tzinfo=UTC),
+        ],
+    )
+    def test_forms(self, value: object) -> None:
+        assert to_epoch_ms(value) == 1793491200123
+
+    def test_no_zone_is_utc_and_none_passes(self) -> None:
+        assert to_epoch_ms("2026-11-01T00:00:00") == 1793491200000
+        assert to_epoch_ms(None) is None
+
+    @pytest.mark.parametrize("value", ["yesterday", True, [1]])
+    def test_rejects(self, value: object) -> None:
+        with pytest.raises(ValueError):
+            to_epoch_ms(value)
+
+
+class TestRecordFilter:
+    def test_bounds_dedups_and_counts(self) -> None:
+        f = RecordFilter("timestamp", 1000_000_000_000, 1000_000_100_000, activity_key, ("timestamp",))
+        page = [
+            {"uid": "a", "timestamp": 1000_000_000_000},
+            {"uid": "b", "timestamp": "2001-09-09T01:46:40.050Z"},
+            {"uid": "a", "timestamp": 1000_000_000_000},
+            {"uid": "c", "timestamp": 1000_000_100_000},
+            {"uid": "d", "timestamp": None},
+        ]
+        kept = f.apply(page)
+        assert [r["uid"] for r in kept] == ["a", "b"]
+        assert kept[1]["timestamp"] == 1000_000_000_050
+        assert (f.stats.seen, f.stats.kept, f.stats.duplicates, f.stats.outside) == (5, 2, 1, 2)
+
+    def test_participant_identity_falls_back_to_email(self) -> None:
+        assert participant_key({"activity_uid": "u", "id": 7, "email": "x"}) == ("u", 7)
+        assert participant_key({"activity_uid": "u", "id": None, "email": "x"}) == ("u", None, "x")
+
+
+class TestPagePlan:
+    def test_sequential_without_total(self) -> None:
+        plan = PagePlan(limit=100)
+        assert plan.next_offsets([], 10) == [0]
+        plan.receive(0, 100, None)
+        assert plan.next_offsets([], 10) == [100]
+        plan.receive(100, 40, None)  # a short page is not the end
+        assert not plan.done and plan.next_offsets([], 10) == [140]
+        plan.receive(140, 0, None)
+        assert plan.done and plan.next_offsets([], 10) == []
+
+    def test_read_ahead_steps_by_served_size(self) -> None:
+        plan = PagePlan(limit=1000)
+        plan.receive(0, 250, 1000)  # server caps pages at 250
+        assert plan.next_offsets([], 10) == [250, 500, 750]
+        plan.receive(250, 100, 1000)  # a shorter page leaves a gap at 350
+        assert plan.next_offsets([500, 750], 10) == [350]
+        plan.receive(350, 150, 1000)
+        plan.receive(500, 250, 1000)
+        plan.receive(750, 250, 1000)
+        assert plan.done
+
+    def test_ends_at_total(self) -> None:
+        plan = PagePlan(limit=10)
+        plan.receive(0, 10, 10)
+        assert plan.done
+
+
+class TestPolicies:
+    def test_token_cache_refreshes_before_expiry(self) -> None:
+        cache = TokenCache()
+        cache.store("t1", expires_in=7200, now=0)
+        assert cache.get(7000) == "t1" and cache.get(7141) is None  # margin 60 s
+        cache.store("t2", expires_in=2, now=0)
+        assert cache.get(1.7) == "t2" and cache.get(1.81) is None  # margin 10% of a short life
+        cache.invalidate("other")
+        assert cache.get(1.0) == "t2"
+        cache.invalidate("t2")
+        assert cache.get(1.0) is None
+
+    def test_backoff_doubles_with_jitter_and_honours_retry_after(self) -> None:
+        policy = RetryPolicy(max_retries=5, base=1.0, cap=4.0)
+        for retry, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 4.0)]:
+            assert ceiling / 2 <= policy.delay(retry) <= ceiling
+        assert policy.delay(1, {"Retry-After": "7"}) == 7.0
+        assert policy.retryable_status(429) and policy.retryable_status(503) and not policy.retryable_status(404)
+
+    def test_rate_limiter_never_exceeds_rate_in_any_window(self) -> None:
+        limiter = RateLimiter(rate=5, margin=0.0)
+        now, sent = 0.0, []
+        for _ in range(23):
+            now += limiter.reserve(now)
+            sent.append(now)
+        for i, moment in enumerate(sent):
+            assert sum(1 for other in sent[i:] if other < moment + 1.0) <= 5
+
+
+class TestProtocol:
+    def test_envelope_and_bare_list(self) -> None:
+        page = parse_page(b'{"data": [{"uid": "a"}], "meta": {"limit": 1, "offset": 0, "total": 9, "message": null}}')
+        assert page.records == [{"uid": "a"}] and page.total == 9
+        assert parse_page(b'[{"uid": "b"}]').total is None
+
+    @pytest.mark.parametrize("body", [b'{"data": [{"uid": "a"}', b"<html>", b'{"meta": {}}', b"[1, 2]"])
+    def test_invalid_pages(self, body: bytes) -> None:
+        with pytest.raises(InvalidResponseError):
+            parse_page(body)
+
+    def test_error_envelope(self) -> None:
+        assert parse_error(b'{"code": 401, "id": "tr-1", "message": "Invalid or expired token"}') == (
+            "Invalid or expired token",
+            "tr-1",
+        )
+
+    def test_day_filters_cover_the_interval(self) -> None:
+        start = datetime(2026, 11, 1, tzinfo=UTC)
+        assert day_filters(start, start + timedelta(days=3)) == {"from": "2026-11-01", "to": "2026-11-03"}
+        assert day_filters(start, start + timedelta(hours=1), "ingested-") == {
+            "ingested-from": "2026-11-01",
+            "ingested-to": "2026-11-01",
+        }
+
+
+class TestValidation:
+    def test_interval_errors_name_the_parameter(self) -> None:
+        start = datetime(2026, 11, 1, tzinfo=UTC)
+        with pytest.raises(ValueError, match="start=2026-11-01T00:00:00 is a naive datetime"):
+            check_interval(start.replace(tzinfo=None), start)
+        with pytest.raises(ValueError, match="end .* must be after start"):
+            check_interval(start, start)
+        with pytest.raises(ValueError, match="over the API's 731-day limit"):
+            check_interval(start, start + timedelta(days=800))
