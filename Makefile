@@ -27,7 +27,7 @@ test: install-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: install
-	@echo "make demo: coming soon (lands with the example DAG)."
+	$(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf $(VENV) .demo demo-output site

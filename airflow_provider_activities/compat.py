@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from airflow.sdk import (
     Asset,
+    AssetAlias,
     BaseHook,
     BaseOperator,
     BaseSensorOperator,
@@ -24,6 +25,7 @@ __all__ = [
     "AirflowException",
     "AirflowSkipException",
     "Asset",
+    "AssetAlias",
     "BaseHook",
     "BaseOperator",
     "BaseSensorOperator",
