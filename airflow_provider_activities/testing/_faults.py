@@ -270,7 +270,10 @@ class Faults:
             self._latency = float(seconds)
 
     def overlap_pages(self, enabled: bool = True) -> None:
-        """Start every page at offset ``o > 0`` with record ``o - 1`` (pages overlap by one record).
+        """Serve the page at offset ``o > 0`` from record ``o - 1``: records ``o - 1`` to
+        ``o - 2 + served`` (an off-by-one server). A client stepping by the page size then gets
+        record ``limit - 1`` twice (pages 1 and 2 share it) and every later page one record
+        earlier than asked; nothing is lost. ``offset=0`` is unaffected.
 
         :param enabled: on or off.
         """
@@ -282,6 +285,10 @@ class Faults:
         ``count`` new activities at the front of that request's result (just before its first
         record, inside its filters) before answering it, so that page and later ones shift by
         ``count`` (or by their participants, on the participants path). Fires once.
+
+        Like live data under a real offset-paging client, the client then reads ``count``
+        records twice (the shift) and misses the inserted ones, which are behind its offset; they
+        are in the ground truth (``expected_activities``) and in the next read.
 
         :param offset: the offset that triggers the insert.
         :param count: how many activities are inserted.

@@ -546,24 +546,26 @@ class Sandbox:
         with self._lock:
             self._in_flight += 1
         try:
-            try:
-                response = self._answer(request)
-            except Exception:
-                self._errors.append(traceback.format_exc())
-                response = self._error(500, request.path, "sandbox error")
-            try:
-                self._send(handler, request, response)
-            except OSError:  # the client went away
-                handler.close_connection = True
+            response = self._answer(request)
+        except Exception:
+            self._errors.append(traceback.format_exc())
+            response = self._error(500, request.path, "sandbox error")
         finally:
+            # Done before the answer is written, so a client that has read it sees the request
+            # logged and no longer in flight.
             with self._lock:
                 self._in_flight -= 1
-                record = RequestRecord(received, request.method, request.path, query, response.status, response.fault)
-                self._log.append(record)
-                self._stats["requests"] += 1
-                self._stats[str(record.status)] += 1
-                if record.fault:
-                    self._stats[record.fault] += 1
+        record = RequestRecord(received, request.method, request.path, query, response.status, response.fault)
+        with self._lock:
+            self._log.append(record)
+            self._stats["requests"] += 1
+            self._stats[str(record.status)] += 1
+            if record.fault:
+                self._stats[record.fault] += 1
+        try:
+            self._send(handler, request, response)
+        except OSError:  # the client went away
+            handler.close_connection = True
 
     def _answer(self, request: _Request) -> _Response:
         limited = self._admit(request.received)
@@ -677,7 +679,8 @@ class Sandbox:
         ):
             return self._error(401, request.path, "Invalid client credentials")
         token = self.issue_token()
-        body = {"access_token": token, "token_type": "bearer", "expires_in": int(self.token_ttl)}
+        ttl = self.token_ttl
+        body = {"access_token": token, "token_type": "bearer", "expires_in": int(ttl) if float(ttl).is_integer() else ttl}
         return _Response(200, json.dumps(body).encode())
 
     def _data_endpoint(self, request: _Request) -> _Response:
