@@ -2,8 +2,10 @@
 
 A call flow is a generator that yields what it needs done and receives the outcome:
 
-* :class:`Send` - send this request; the driver answers with a :class:`Response`, or with the
-  exception the transport raised (connection refused or dropped, timeout);
+* :class:`Pace` - wait for a slot under the rate limit; the driver answers ``None``. It comes
+  before the token is taken, so a long wait never sends a token that expired meanwhile;
+* :class:`Send` - send this request now; the driver answers with a :class:`Response`, or with
+  the exception the transport raised (connection refused or dropped, timeout);
 * :class:`Sleep` - wait this many seconds; the driver answers ``None``;
 * :class:`NeedToken` - give me a valid access token; the driver answers with the token
   (minting it, under its lock, by running :func:`token_flow`); ``fresh=True`` asks for a new
@@ -38,6 +40,11 @@ class Send:
 
 
 @dataclass(frozen=True)
+class Pace:
+    """Ask the driver to wait for the rate limiter's next slot."""
+
+
+@dataclass(frozen=True)
 class Sleep:
     """Ask the driver to wait ``seconds``."""
 
@@ -65,7 +72,7 @@ class Response:
     body: bytes
 
 
-Action = Send | Sleep | NeedToken
+Action = Pace | Send | Sleep | NeedToken
 Flow = Generator[Action, Any, T]
 
 
@@ -85,6 +92,7 @@ def call_flow(
     reauthenticated = False
     token: str | None = None
     while True:
+        yield Pace()
         if request.authenticated:
             token = yield NeedToken()
             outcome = yield Send(request.with_bearer(token))

@@ -8,6 +8,11 @@ one after another until an empty one.
 When ``meta.total`` is known, the remaining pages can be fetched ahead, concurrently; their
 offsets step by the page size the server actually serves (learnt from the first page), and a
 page that comes back shorter than its step leaves a gap that is fetched next, in order.
+
+Offset pagination over live data shifts when records are inserted or deleted while paging: a
+record can then be served twice (dropped later as a duplicate) or skipped. A skip cannot be
+seen in the records, but it moves ``meta.total``; :attr:`PagePlan.total_changed` tells the
+reader to make another pass.
 """
 
 from __future__ import annotations
@@ -31,10 +36,19 @@ class PagePlan:
     total: int | None = None
     step: int | None = None
     done: bool = False
+    first_total: int | None = None
+
+    @property
+    def total_changed(self) -> bool:
+        """Whether ``meta.total`` moved during the read: records were inserted or deleted while
+        paging, so offsets shifted and a record may have been skipped. Read again to be sure."""
+        return self.first_total is not None and self.total != self.first_total
 
     def receive(self, offset: int, count: int, total: int | None) -> None:
         """Record that the page at ``offset`` held ``count`` records; pages arrive in offset order."""
         if total is not None:
+            if self.first_total is None:
+                self.first_total = total
             self.total = total
         if self.step is None and count > 0:
             self.step = min(count, self.limit)

@@ -17,13 +17,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Generator, Iterator, TypeVar
 
 import requests
 
 from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID, get_provider_info
 from airflow_provider_activities.api.config import ClientConfig
-from airflow_provider_activities.api.flow import Flow, NeedToken, Response, Send, Sleep, call_flow, token_flow
+from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
 from airflow_provider_activities.api.pagination import PagePlan
 from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache
 from airflow_provider_activities.api.protocol import ACTIVITIES_PATH, ApiRequest, Page, page_request, parse_page
@@ -40,6 +40,7 @@ from airflow_provider_activities.compat import BaseHook, mask_secret
 T = TypeVar("T")
 
 PROGRESS_EVERY_SECONDS = 10.0
+MAX_PASSES = 3  # reads of one query when meta.total keeps moving under it
 
 
 @dataclass(frozen=True)
@@ -167,10 +168,6 @@ class PeopleAIHook(BaseHook):
     def _send(self, request: ApiRequest) -> Response | BaseException:
         session = self.get_conn()
         with self._in_flight:
-            with self._rate_lock:
-                wait = self._limiter.reserve(time.monotonic())
-            if wait > 0:
-                time.sleep(wait)
             try:
                 answer = session.request(
                     request.method,
@@ -184,6 +181,12 @@ class PeopleAIHook(BaseHook):
                 return Response(answer.status_code, answer.headers, answer.content)
             except requests.RequestException as err:
                 return err
+
+    def _pace(self) -> None:
+        with self._rate_lock:
+            wait = self._limiter.reserve(time.monotonic())
+        if wait > 0:
+            time.sleep(wait)
 
     def _token(self, need: NeedToken) -> str:
         with self._token_lock:
@@ -205,6 +208,9 @@ class PeopleAIHook(BaseHook):
             while True:
                 if isinstance(action, Send):
                     outcome: Any = self._send(action.request)
+                elif isinstance(action, Pace):
+                    self._pace()
+                    outcome = None
                 elif isinstance(action, Sleep):
                     time.sleep(action.seconds)
                     outcome = None
@@ -224,36 +230,53 @@ class PeopleAIHook(BaseHook):
         return self.run(page_request(path, filters, offset, self.config.page_size), parse_page)
 
     def _iter_pages(self, query: Query, stream: RecordStream) -> Iterator[list[dict[str, Any]]]:
-        plan = PagePlan(limit=self.config.page_size)
+        """Every new record of ``query``, page by page; another pass when ``meta.total`` moved."""
+        started = time.monotonic()
         depth = self.config.max_concurrency
-        started = last_report = time.monotonic()
-        pending: dict[int, Future[Page]] = {}
         with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="peopleai-page") as pool:
-            try:
-                while not plan.done:
-                    for offset in plan.next_offsets(pending.keys(), depth):
-                        pending[offset] = pool.submit(self._fetch_page, query.path, query.filters, offset)
-                    offset = plan.offset
-                    page = pending.pop(offset).result()
-                    plan.receive(offset, len(page.records), page.total)
-                    for stale in [o for o in pending if o < plan.offset]:
-                        pending.pop(stale).cancel()
-                    stream.pages += 1
-                    stream.total = plan.total
-                    kept = query.record_filter.apply(page.records)
-                    self.log.debug(
-                        "People.ai %s offset %d: %d records, %d kept (total %s).",
-                        query.path, offset, len(page.records), len(kept), plan.total,
-                    )
-                    now = time.monotonic()
-                    if now - last_report >= PROGRESS_EVERY_SECONDS:
-                        last_report = now
-                        self._log_progress(query, stream, plan, now - started)
-                    if kept:
-                        yield kept
-            finally:
-                for future in pending.values():
-                    future.cancel()
+            for number in range(1, MAX_PASSES + 1):
+                plan = yield from self._read_pass(query, stream, pool, depth, started)
+                if not plan.total_changed:
+                    return
+                self.log.warning(
+                    "People.ai %s: meta.total moved from %s to %s while paging (records inserted or deleted); "
+                    "%s to pick up records the shift may have skipped.",
+                    query.path, plan.first_total, plan.total,
+                    "reading again" if number < MAX_PASSES else f"gave up after {MAX_PASSES} passes",
+                )
+
+    def _read_pass(
+        self, query: Query, stream: RecordStream, pool: ThreadPoolExecutor, depth: int, started: float
+    ) -> Generator[list[dict[str, Any]], None, PagePlan]:
+        plan = PagePlan(limit=self.config.page_size)
+        last_report = time.monotonic()
+        pending: dict[int, Future[Page]] = {}
+        try:
+            while not plan.done:
+                for offset in plan.next_offsets(pending.keys(), depth):
+                    pending[offset] = pool.submit(self._fetch_page, query.path, query.filters, offset)
+                offset = plan.offset
+                page = pending.pop(offset).result()
+                plan.receive(offset, len(page.records), page.total)
+                for stale in [o for o in pending if o < plan.offset]:
+                    pending.pop(stale).cancel()
+                stream.pages += 1
+                stream.total = plan.total
+                kept = query.record_filter.apply(page.records)
+                self.log.debug(
+                    "People.ai %s offset %d: %d records, %d kept (total %s).",
+                    query.path, offset, len(page.records), len(kept), plan.total,
+                )
+                now = time.monotonic()
+                if now - last_report >= PROGRESS_EVERY_SECONDS:
+                    last_report = now
+                    self._log_progress(query, stream, plan, now - started)
+                if kept:
+                    yield kept
+        finally:
+            for future in pending.values():
+                future.cancel()
+        return plan
 
     def _log_progress(self, query: Query, stream: RecordStream, plan: PagePlan, elapsed: float) -> None:
         stats = query.record_filter.stats

@@ -1,0 +1,346 @@
+"""PeopleAIHook over real HTTP against the sandbox: auth, retries, rate limit, pagination, bounds."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+import pytest
+
+from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIAuthError
+from airflow_provider_activities.hooks.peopleai import PeopleAIHook
+from airflow_provider_activities.testing.sandbox import Sandbox
+
+UTC = timezone.utc
+START = datetime(2026, 11, 1, tzinfo=UTC)
+SECRET = "s3cr3t-client-secret-for-tests"
+TOKEN_PATH = "/auth/v1/tokens"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(seed=11, activities=1500, start=START, days=6, rate_limit=None, client_secret=SECRET) as sb:
+        yield sb
+
+
+def connect(monkeypatch: pytest.MonkeyPatch, sb: Sandbox, **extra: Any) -> PeopleAIHook:
+    """A hook on ``peopleai_default`` pointing at ``sb``: small pages, fast backoff, no pacing."""
+    settings: dict[str, Any] = {"page_size": 100, "requests_per_second": 10_000, "backoff_base": 0.001, "backoff_max": 0.01}
+    settings.update(extra)
+    monkeypatch.setenv("AIRFLOW_CONN_PEOPLEAI_DEFAULT", sb.connection_json(**settings))
+    return PeopleAIHook()
+
+
+def data_requests(sb: Sandbox) -> list[Any]:
+    return [r for r in sb.requests if r.path != TOKEN_PATH]
+
+
+def token_requests(sb: Sandbox) -> list[Any]:
+    return [r for r in sb.requests if r.path == TOKEN_PATH]
+
+
+def uids(records: list[dict[str, Any]]) -> list[str]:
+    return [r["uid"] for r in records]
+
+
+def pages_for(sb: Sandbox, start: datetime, end: datetime, page_size: int, activity_type: str | None = None) -> int:
+    """How many data requests a clean read takes: the filtered total in pages (the last page ends it)."""
+    served = sb.activity_count(start, end, activity_type) if hasattr(sb, "activity_count") else None
+    assert served is not None
+    return max(1, -(-served // page_size))
+
+
+class TestReads:
+    def test_activities_exact_for_window(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox)
+        end = START + timedelta(days=3)
+        got = list(hook.iter_activities(START, end))
+        expected = sandbox.expected_activities(START, end)
+        assert uids(got) == uids(expected)
+        assert all(START <= r["timestamp"] < end and r["timestamp"].tzinfo is not None for r in got)
+        assert {r["activity_type"] for r in got} == {"email", "call", "meeting"}
+
+    @pytest.mark.parametrize("activity_type", ["email", "call", "meeting"])
+    def test_typed(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, activity_type: str) -> None:
+        hook = connect(monkeypatch, sandbox)
+        end = START + timedelta(days=2)
+        got = list(hook.iter_activities(START, end, activity_type))
+        assert uids(got) == uids(sandbox.expected_activities(START, end, activity_type))
+        assert {r["activity_type"] for r in got} == {activity_type}
+        assert {r.path for r in data_requests(sandbox)} == {f"/v0/public/activities/{activity_type}"}
+
+    def test_participants_exact(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, page_size=500)
+        end = START + timedelta(days=1)
+        got = list(hook.iter_participants(START, end))
+        expected = sandbox.expected_participants(START, end)
+        key = lambda r: (r["activity_uid"], r["id"], r["email"])  # noqa: E731
+        assert [key(r) for r in got] == [key(r) for r in expected]
+        assert all(START <= r["activity_timestamp"] < end for r in got)
+
+    def test_sub_day_interval_bounded_client_side(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox)
+        start, end = START + timedelta(hours=9), START + timedelta(hours=13)
+        got = list(hook.iter_activities(start, end))
+        assert uids(got) == uids(sandbox.expected_activities(start, end))
+        assert got, "the window should hold activities"
+
+    @pytest.mark.parametrize("timestamp_format", ["iso", "mixed"])
+    def test_iso_and_mixed_timestamps(self, monkeypatch: pytest.MonkeyPatch, timestamp_format: str) -> None:
+        with Sandbox(seed=3, activities=400, start=START, days=2, rate_limit=None, timestamp_format=timestamp_format) as sb:
+            hook = connect(monkeypatch, sb)
+            got = list(hook.iter_activities(START, START + timedelta(days=1)))
+            expected = sb.expected_activities(START, START + timedelta(days=1))
+            assert uids(got) == uids(expected)
+            for record, truth in zip(got, expected):
+                assert int(record["timestamp"].timestamp() * 1000) == truth["timestamp"]
+                assert int(record["created_at"].timestamp() * 1000) == truth["created_at"]
+
+    def test_bare_list_and_capped_pages(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox)
+        sandbox.faults.bare_list()
+        sandbox.faults.cap_page_size(37)
+        end = START + timedelta(days=2)
+        got = list(hook.iter_activities(START, end))
+        assert uids(got) == uids(sandbox.expected_activities(START, end))
+        # short pages are not the end: only the final empty page ends a bare-list stream
+        expected_pages = -(-len(got) // 37) + 1
+        assert len(data_requests(sandbox)) == expected_pages
+
+    def test_capped_pages_with_total_read_ahead(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, max_concurrency=4)
+        sandbox.faults.cap_page_size(30)
+        end = START + timedelta(days=2)
+        got = list(hook.iter_activities(START, end))
+        assert uids(got) == uids(sandbox.expected_activities(START, end))
+
+    def test_overlapping_pages_deduplicated_and_counted(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, max_concurrency=1)
+        sandbox.faults.overlap_pages()
+        end = START + timedelta(days=2)
+        stream = hook.stream_activities(START, end)
+        got = [r for page in stream for r in page]
+        assert [r["uid"] for r in got] == uids(sandbox.expected_activities(START, end))
+        # each page starts one record early: page 2 repeats the last record of page 1; later
+        # pages start where the previous (shifted) page ended, so only that one repeat occurs
+        assert stream.stats.duplicates == 1 and stream.pages > 2
+
+    def test_ignored_filters_bounded_client_side(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, page_size=500)
+        sandbox.faults.ignore_filters()
+        start, end = START + timedelta(days=2), START + timedelta(days=3)
+        stream = hook.stream_activities(start, end)
+        got = [r for page in stream for r in page]
+        assert [r["uid"] for r in got] == uids(sandbox.expected_activities(start, end))
+        assert stream.stats.outside == 1500 - len(got)
+
+    def test_inserts_while_paging(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, max_concurrency=1)
+        sandbox.faults.insert_before_offset(300, count=5)
+        end = START + timedelta(days=3)
+        stream = hook.stream_activities(START, end)
+        got = [r["uid"] for page in stream for r in page]
+        assert len(got) == len(set(got))
+        # the 5 records inserted at the front shifted later pages (5 repeats) and were behind the
+        # reader; meta.total moved, so a second pass picked them up
+        assert set(got) == set(uids(sandbox.expected_activities(START, end)))
+        first_pass = -(-(len(got) - 5) // 100)
+        assert stream.stats.duplicates == 5 + (len(got) - 5)
+        assert stream.pages > first_pass
+
+    def test_count_ingested(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, page_size=500)
+        since = START + timedelta(days=2)
+        everything = sandbox.expected_activities(START, START + timedelta(days=30))
+        truth = [r for r in everything if r["created_at"] >= since.timestamp() * 1000]
+        answer = hook.count_ingested(since)
+        assert answer.count == len(truth) > 0
+        assert answer.latest_ingested_at == datetime.fromtimestamp(max(r["created_at"] for r in truth) / 1000, UTC)
+        until = since + timedelta(days=1)
+        bounded = [r for r in truth if r["created_at"] < until.timestamp() * 1000]
+        assert hook.count_ingested(since, until).count == len(bounded)
+        assert hook.count_ingested(START + timedelta(days=60)) .count == 0
+
+    def test_test_connection(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        ok, message = connect(monkeypatch, sandbox).test_connection()
+        assert ok and "token accepted" in message
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_PEOPLEAI_DEFAULT",
+            Sandbox.connection_json(sandbox).replace(SECRET, "wrong-secret-value"),
+        )
+        ok, message = PeopleAIHook().test_connection()
+        assert not ok and "rejected the credentials of connection 'peopleai_default'" in message
+        assert "wrong-secret-value" not in message
+
+
+class TestAuth:
+    def test_token_cached_across_calls(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox)
+        list(hook.iter_activities(START, START + timedelta(days=1)))
+        list(hook.iter_activities(START, START + timedelta(days=2)))
+        assert len(token_requests(sandbox)) == 1
+        form_requests = token_requests(sandbox)
+        assert form_requests[0].method == "POST"
+
+    def test_refreshed_before_expiry(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        with Sandbox(seed=2, activities=300, start=START, days=1, rate_limit=None, token_ttl=1.0) as sb:
+            hook = connect(monkeypatch, sb, page_size=30, requests_per_second=3)  # 11 requests over ~3 s
+            got = list(hook.iter_activities(START, START + timedelta(days=1)))
+            assert len(got) == 300
+            assert sb.stats.get("401", 0) == 0  # refreshed before expiry, never rejected
+            assert len(token_requests(sb)) >= 2
+
+    def test_401_mid_stream_reauthenticates_once(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, max_concurrency=1)
+        sandbox.faults.expire_tokens_after(2)  # every token is rejected at its third use
+        end = START + timedelta(days=3)
+        got = list(hook.iter_activities(START, end))
+        assert uids(got) == uids(sandbox.expected_activities(START, end))
+        pages = -(-len(got) // 100)
+        statuses = [r.status for r in data_requests(sandbox)]
+        assert statuses.count(200) == pages
+        # one 401 per token worn out, each answered by one new token and one retry
+        assert statuses.count(401) == len(token_requests(sandbox)) - 1 == (pages - 1) // 2
+
+    def test_revoked_token_mid_stream(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, max_concurrency=1)
+        end = START + timedelta(days=2)
+        stream = hook.stream_activities(START, end)
+        pages = iter(stream)
+        first = next(pages)
+        sandbox.revoke_tokens()
+        rest = [r for page in pages for r in page]
+        assert [r["uid"] for r in first + rest] == uids(sandbox.expected_activities(START, end))
+        assert len(token_requests(sandbox)) == 2
+
+    def test_bad_credentials_clear_error_without_secret(
+        self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        payload = sandbox.connection_json().replace(SECRET, "definitely-wrong-secret")
+        monkeypatch.setenv("AIRFLOW_CONN_PEOPLEAI_DEFAULT", payload)
+        with caplog.at_level(logging.DEBUG), pytest.raises(PeopleAIAuthError) as err:
+            list(PeopleAIHook().iter_activities(START, START + timedelta(days=1)))
+        assert "'peopleai_default'" in str(err.value)
+        assert "definitely-wrong-secret" not in str(err.value) + caplog.text
+        assert len(token_requests(sandbox)) == 1  # a 401 from the token endpoint is not retried
+
+    def test_token_endpoint_down_then_up(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox)
+        sandbox.faults.token_endpoint_down(2)
+        assert len(list(hook.iter_activities(START, START + timedelta(days=1)))) > 0
+        assert [r.status for r in token_requests(sandbox)] == [503, 503, 200]
+
+    def test_token_endpoint_down_for_good(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, max_retries=2)
+        sandbox.faults.token_endpoint_down(10)
+        with pytest.raises(PeopleAIAPIError, match=r"POST /auth/v1/tokens failed after 3 attempts: HTTP 503"):
+            list(hook.iter_activities(START, START + timedelta(days=1)))
+        assert len(token_requests(sandbox)) == 3
+
+
+class TestRetries:
+    @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+    def test_transient_status_retried_exact_count(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, status: int) -> None:
+        hook = connect(monkeypatch, sandbox, page_size=1000)
+        sandbox.faults.fail_next(2, status)
+        got = list(hook.iter_activities(START, START + timedelta(days=1)))
+        assert uids(got) == uids(sandbox.expected_activities(START, START + timedelta(days=1)))
+        statuses = [r.status for r in data_requests(sandbox)]
+        assert statuses == [status, status, 200]  # one page holds the day; total ends the stream
+
+    def test_dropped_connection_and_invalid_json_retried(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, page_size=1000)
+        sandbox.faults.drop_connection(1)
+        sandbox.faults.invalid_json(1)
+        got = list(hook.iter_activities(START, START + timedelta(days=1)))
+        assert uids(got) == uids(sandbox.expected_activities(START, START + timedelta(days=1)))
+        assert len(data_requests(sandbox)) == 3
+
+    def test_retry_after_honoured(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, page_size=1000)
+        sandbox.faults.fail_next(1, 429, retry_after=0.4)
+        list(hook.iter_activities(START, START + timedelta(days=1)))
+        first, second = data_requests(sandbox)[:2]
+        assert second.time - first.time >= 0.38
+
+    def test_retries_exhausted_error_names_everything(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, max_retries=1, page_size=100)
+        list(hook.iter_activities(START, START + timedelta(hours=1)))  # token first
+        sandbox.reset_log()
+        sandbox.faults.fail_next(5, 503)
+        with pytest.raises(PeopleAIAPIError) as err:
+            list(hook.iter_activities(START, START + timedelta(days=1)))
+        text = str(err.value)
+        assert "GET /v0/public/activities (offset 0) failed after 2 attempts: HTTP 503" in text
+        assert "[trace id " in text
+        assert len(data_requests(sandbox)) == 2
+
+    def test_client_error_not_retried(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        hook = connect(monkeypatch, sandbox, page_size=100_000)
+        sandbox.max_page_size = 5000
+        with pytest.raises(PeopleAIAPIError, match="HTTP 400"):
+            list(hook.iter_activities(START, START + timedelta(days=1)))
+        assert len(data_requests(sandbox)) == 1
+
+
+class TestRateLimit:
+    def test_paces_itself_under_the_sandbox_limit(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        with Sandbox(seed=5, activities=600, start=START, days=1, rate_limit=5.0) as sb:
+            hook = connect(monkeypatch, sb, page_size=40, requests_per_second=5, max_concurrency=10)
+            got = list(hook.iter_activities(START, START + timedelta(days=1)))
+            assert len(got) == 600
+            times = [r.time for r in sb.requests]
+            assert len(times) >= 16
+            assert sb.stats.get("429", 0) == 0
+            for i, moment in enumerate(times):
+                assert sum(1 for t in times[i:] if t < moment + 1.0) <= 5
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        "call, message",
+        [
+            (lambda h: h.iter_activities(START, START + timedelta(days=1), "sms"), "activity_type='sms'"),
+            (lambda h: h.iter_activities(START.replace(tzinfo=None), START + timedelta(days=1)), "start=.* naive"),
+            (lambda h: h.iter_activities(START, START), "end .* must be after start"),
+            (lambda h: h.iter_activities(START, START + timedelta(days=800)), "731-day limit"),
+            (lambda h: h.iter_participants(START, START - timedelta(days=1)), "must be after start"),
+            (lambda h: h.count_ingested(START.replace(tzinfo=None)), "since=.* naive"),
+            (lambda h: h.count_ingested(START, START, "call"), "until .* must be after since"),
+        ],
+    )
+    def test_rejected_before_any_call(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, call: Any, message: str) -> None:
+        hook = connect(monkeypatch, sandbox)
+        with pytest.raises(ValueError, match=message):
+            result = call(hook)
+            list(result) if not hasattr(result, "count") else None
+        assert sandbox.requests == []
+
+    def test_plain_http_to_remote_host_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_PEOPLEAI_DEFAULT",
+            '{"conn_type": "peopleai", "host": "http://api.people.ai", "login": "k", "password": "' + SECRET + '"}',
+        )
+        with pytest.raises(ValueError, match="plain http is refused") as err:
+            PeopleAIHook().config
+        assert SECRET not in str(err.value)
+
+
+class TestSecrets:
+    def test_secret_and_token_never_logged_or_raised(
+        self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        hook = connect(monkeypatch, sandbox, max_retries=1)
+        sandbox.faults.fail_next(1, 503, include_token=True)
+        sandbox.faults.expire_tokens_after(2)
+        with caplog.at_level(logging.DEBUG):
+            list(hook.iter_activities(START, START + timedelta(days=2)))
+            tokens = list(sandbox.token_uses())
+            sandbox.faults.fail_next(10, 502)
+            with pytest.raises(PeopleAIAPIError) as err:
+                list(hook.iter_activities(START, START + timedelta(days=1)))
+        assert tokens
+        text = caplog.text + str(err.value) + repr(hook) + repr(hook.config)
+        for secret in [SECRET, *tokens]:
+            assert secret not in text
