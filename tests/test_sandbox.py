@@ -454,7 +454,8 @@ def test_request_log_and_stop(peopleai_sandbox_factory) -> None:
     sb.reset_log()
     assert sb.requests == [] and sb.stats == {}
     for n in range(1, 30):  # logged before the answer is written: no race with the client
-        sb.faults.fail_next(1, 503) if n % 2 else None
+        if n % 2:
+            sb.faults.fail_next(1, 503)
         status = s.get(sb.url(ACTIVITIES), params={"limit": 1}).status_code
         assert len(sb.requests) == n and sb.requests[-1].status == status
     url = sb.url(ACTIVITIES)

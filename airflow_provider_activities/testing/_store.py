@@ -399,14 +399,26 @@ class Store:
         created_to = query.created_to if query.created_to is not None else 1 << 62
         wanted = query.activity_type
         found = array("Q")
-        if hi > lo:
-            lag, kind = gen.lag_ms, gen.activity_type
-            for i, ts in zip(range(lo, hi), gen.timestamps(lo, hi)):
-                if wanted is not None and kind(i) != wanted:
-                    continue
-                created = ts + lag(i)
-                if created_from <= created < created_to:
-                    found.append(i)
+        # Activities far enough from both bounds match whatever their lag: no need to compute it.
+        sure_lo = max(lo, gen.index_at(created_from - MIN_LAG_MS)) if query.created_from is not None else lo
+        sure_hi = min(hi, gen.index_at(created_to - MAX_LAG_MS + 1)) if query.created_to is not None else hi
+        if sure_lo >= sure_hi:
+            sure_lo = sure_hi = hi
+        lag, kind = gen.lag_ms, gen.activity_type
+        for scan_lo, scan_hi, sure in ((lo, sure_lo, False), (sure_lo, sure_hi, True), (sure_hi, hi, False)):
+            if scan_hi <= scan_lo:
+                continue
+            if sure and wanted is None:
+                found.extend(range(scan_lo, scan_hi))
+            elif sure:
+                first, last = gen.type_rank(wanted, scan_lo), gen.type_rank(wanted, scan_hi)
+                found.extend(gen.type_index(wanted, k) for k in range(first, last))
+            else:
+                for i, ts in zip(range(scan_lo, scan_hi), gen.timestamps(scan_lo, scan_hi)):
+                    if wanted is not None and kind(i) != wanted:
+                        continue
+                    if created_from <= ts + lag(i) < created_to:
+                        found.append(i)
         with self._lock:
             self._lists[query] = found
             while len(self._lists) > 16:

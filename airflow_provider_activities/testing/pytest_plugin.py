@@ -62,7 +62,9 @@ def peopleai_sandbox(request: pytest.FixtureRequest, peopleai_sandbox_factory: C
     if marker is not None:
         settings.update(marker.kwargs)
     param = getattr(request, "param", None)
-    if isinstance(param, dict):
+    if param is not None:
+        if not isinstance(param, dict):
+            raise TypeError(f"an indirect peopleai_sandbox parameter must be a dict of Sandbox arguments, got {param!r}")
         settings.update(param)
     return peopleai_sandbox_factory(**settings)
 

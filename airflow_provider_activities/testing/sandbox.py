@@ -248,8 +248,8 @@ class Sandbox:
     ) -> None:
         if timestamp_format not in TIMESTAMP_FORMATS:
             raise ValueError(f"timestamp_format must be one of {TIMESTAMP_FORMATS}, got {timestamp_format!r}")
-        if rate_limit is not None and rate_limit <= 0:
-            raise ValueError(f"rate_limit must be > 0 or None, got {rate_limit}")
+        if rate_limit is not None and rate_limit < 1:
+            raise ValueError(f"rate_limit must be >= 1 (requests per sliding second) or None, got {rate_limit}")
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
         if max_page_size < 1:
