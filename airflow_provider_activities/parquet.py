@@ -1,0 +1,667 @@
+"""API records to Arrow batches, and Arrow batches to Hive-partitioned Parquet files.
+
+:class:`RecordConverter` turns a page of records (plain dicts) into one ``pa.RecordBatch`` of
+an explicit schema, column by column: each column's values are gathered into one Python list
+and converted with one ``pa.array`` call. A cheap scan of the value types of each column
+guards that call, because ``pa.array`` alone is lenient where it must not be (it truncates
+``1.5`` into an int64 column, splits the string ``"ab"`` into the list ``["a", "b"]``, takes
+``True`` as ``1.0``). Columns whose values all have the expected Python types take that fast
+path; the others are normalised value by value (ISO-8601 strings and datetimes to epoch
+milliseconds, integral floats to ints) and a value that does not fit raises
+:class:`SchemaMismatchError`.
+
+:class:`PartitionedParquetWriter` writes batches to many partitions at once
+(``activity_type=email/activity_date=2026-11-01/part-00000.parquet`` ...) below a staging
+directory, with bounded memory and deterministic bytes. See its docstring for the choices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from itertools import chain
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from airflow_provider_activities.api.records import to_epoch_ms
+from airflow_provider_activities.compat import ObjectStoragePath
+from airflow_provider_activities.schemas import EXTRA_FIELD
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_REPR_LIMIT = 200
+_NONE = type(None)
+
+
+# ============================================================================================
+# Records -> Arrow
+# ============================================================================================
+
+
+class SchemaMismatchError(ValueError):
+    """A record's value does not fit the type of its column.
+
+    :param field: the column.
+    :param record_id: the record's identity (``uid`` by default), ``None`` when it has none.
+    :param value: the offending value.
+    :param expected: the column's Arrow type.
+    :param reason: why the value does not fit.
+    :param id_field: the name of the identity field, for the message.
+    """
+
+    def __init__(
+        self,
+        field: str,
+        record_id: Any,
+        value: Any,
+        expected: pa.DataType,
+        reason: str,
+        id_field: str = "uid",
+    ) -> None:
+        self.field = field
+        self.record_id = record_id
+        self.value = value
+        self.expected = expected
+        self.reason = reason
+        super().__init__(
+            f"Field {field!r} of the record with {id_field}={record_id!r} does not fit the schema type {expected}: "
+            f"got {_short_repr(value)} ({reason}). The vendor's type for this field may have changed; the schema "
+            "is in airflow_provider_activities/schemas.py."
+        )
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _REPR_LIMIT else text[: _REPR_LIMIT - 3] + "..."
+
+
+class _Unfit(Exception):
+    """Raised by a normaliser for a value that does not fit; carries the reason."""
+
+
+# -- value normalisers (the slow path, value by value) ----------------------------------------
+
+
+def _to_int(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is float:
+        if not value.is_integer():
+            raise _Unfit("not an integer")
+        value = int(value)
+    if type(value) is not int:
+        raise _Unfit(f"expected an integer, got {type(value).__name__}")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise _Unfit("outside the int64 range")
+    return value
+
+
+def _to_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if type(value) is int or type(value) is float:
+        try:
+            return float(value)
+        except OverflowError:
+            raise _Unfit("too large for float64") from None
+    raise _Unfit(f"expected a number, got {type(value).__name__}")
+
+
+def _to_bool(value: Any) -> bool | None:
+    if value is None or type(value) is bool:
+        return value
+    raise _Unfit(f"expected true, false or null, got {type(value).__name__}")
+
+
+def _to_str(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    raise _Unfit(f"expected a string, got {type(value).__name__}")
+
+
+def _to_timestamp(value: Any) -> int | None:
+    """Epoch milliseconds: ints are taken as milliseconds, anything else goes through ``to_epoch_ms``."""
+    if value is None or type(value) is int:
+        return value
+    try:
+        return to_epoch_ms(value)
+    except ValueError as err:
+        raise _Unfit(f"not a timestamp: {err}") from None
+
+
+def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], list[Any] | None]:
+    def normalise(value: Any) -> list[Any] | None:
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)):
+            raise _Unfit(f"expected a list, got {type(value).__name__}")
+        return [item(element) for element in value]
+
+    return normalise
+
+
+@dataclass(frozen=True)
+class _ColumnRule:
+    """How one column is converted.
+
+    :param fast: the Python types (``None`` included) that ``pa.array`` converts losslessly.
+    :param item_fast: for list columns, the same for the items; ``None`` for other columns.
+    :param normalise: value-by-value normaliser raising ``_Unfit``; ``None`` to use ``pa.array``.
+    """
+
+    fast: frozenset[type] | None
+    item_fast: frozenset[type] | None
+    normalise: Callable[[Any], Any] | None
+
+
+def _scalar_rule(type_: pa.DataType) -> tuple[frozenset[type], Callable[[Any], Any]] | None:
+    if pa.types.is_int64(type_):
+        return frozenset({int, _NONE}), _to_int
+    if pa.types.is_float64(type_):
+        return frozenset({int, float, _NONE}), _to_float
+    if pa.types.is_boolean(type_):
+        return frozenset({bool, _NONE}), _to_bool
+    if pa.types.is_string(type_):
+        return frozenset({str, _NONE}), _to_str
+    if pa.types.is_timestamp(type_):
+        return frozenset({int, _NONE}), _to_timestamp
+    return None
+
+
+def _rule_for(type_: pa.DataType) -> _ColumnRule:
+    scalar = _scalar_rule(type_)
+    if scalar is not None:
+        return _ColumnRule(fast=scalar[0], item_fast=None, normalise=scalar[1])
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        item = _scalar_rule(type_.value_type)
+        if item is not None:
+            return _ColumnRule(fast=frozenset({list, _NONE}), item_fast=item[0], normalise=_list_of(item[1]))
+    # Other types (structs of a nested schema ...): pa.array decides, value by value on failure.
+    return _ColumnRule(fast=None, item_fast=None, normalise=None)
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value)
+
+
+_EXTRA_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+"""Compact JSON, sorted keys; one instance, since ``json.dumps`` with options builds an encoder per call."""
+
+
+class RecordConverter:
+    """Converts pages of API records (dicts) into ``pa.RecordBatch`` of one schema.
+
+    * Missing keys give nulls.
+    * Timestamp columns take epoch-millisecond ints as they are (the fast path), and ISO-8601
+      strings (``Z`` or an offset; none means UTC), datetimes (naive means UTC) and floats through
+      :func:`airflow_provider_activities.api.records.to_epoch_ms`, the parser the API client uses.
+    * Keys the schema does not know go, as a JSON object with sorted keys, into the ``_extra``
+      column (null when a record has none); their names accumulate in :attr:`unknown_fields` so
+      that the caller can log them once. A schema without ``_extra`` drops them (still named
+      in :attr:`unknown_fields`).
+    * A value that does not fit its column raises :class:`SchemaMismatchError` naming the field,
+      the record's id and the value.
+
+    :param schema: the record schema (e.g. ``ACTIVITY_SCHEMA``). Partition columns are kept;
+        the writer's caller drops them.
+    :param id_field: the field that identifies a record in error messages (``uid`` for
+        activities, ``activity_uid`` for participants).
+    """
+
+    def __init__(self, schema: pa.Schema, id_field: str = "uid") -> None:
+        self.schema = schema
+        self.id_field = id_field
+        self.unknown_fields: set[str] = set()
+        """Names of the fields seen that the schema does not know, over every batch so far."""
+        self._columns = [(f.name, f.type, _rule_for(f.type)) for f in schema if f.name != EXTRA_FIELD]
+        self._known = frozenset(name for name, _, _ in self._columns)
+        self._has_extra = EXTRA_FIELD in schema.names
+
+    def to_batch(self, records: list[dict[str, Any]]) -> pa.RecordBatch:
+        """One batch of ``records``, in order, with the converter's schema.
+
+        :param records: the records of one page; not modified.
+        :raises SchemaMismatchError: for a value that does not fit its column.
+        """
+        arrays: dict[str, pa.Array] = {}
+        for name, type_, rule in self._columns:
+            values = [record.get(name) for record in records]
+            arrays[name] = self._array(name, type_, rule, values, records)
+        extra = self._extra(records)
+        if self._has_extra:
+            arrays[EXTRA_FIELD] = pa.array(extra, type=self.schema.field(EXTRA_FIELD).type)
+        return pa.RecordBatch.from_arrays([arrays[name] for name in self.schema.names], schema=self.schema)
+
+    def _array(
+        self,
+        name: str,
+        type_: pa.DataType,
+        rule: _ColumnRule,
+        values: list[Any],
+        records: list[dict[str, Any]],
+    ) -> pa.Array:
+        if rule.fast is not None and rule.fast.issuperset(map(type, values)):
+            fast = rule.item_fast is None or rule.item_fast.issuperset(
+                map(type, chain.from_iterable(value for value in values if value is not None))
+            )
+            if fast:
+                try:
+                    return pa.array(values, type=type_)
+                except (pa.ArrowException, OverflowError, TypeError, ValueError):
+                    pass  # e.g. an int beyond int64: the slow path names it
+        if rule.normalise is not None:
+            normalise = rule.normalise
+            normalised = []
+            for value, record in zip(values, records):
+                try:
+                    normalised.append(normalise(value))
+                except _Unfit as unfit:
+                    raise self._mismatch(name, type_, value, record, str(unfit)) from None
+            return pa.array(normalised, type=type_)
+        try:
+            return pa.array(values, type=type_)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            for value, record in zip(values, records):
+                try:
+                    pa.array([value], type=type_)
+                except (pa.ArrowException, OverflowError, TypeError, ValueError) as err:
+                    raise self._mismatch(name, type_, value, record, str(err)) from None
+            raise
+
+    def _mismatch(self, name: str, type_: pa.DataType, value: Any, record: dict[str, Any], reason: str) -> SchemaMismatchError:
+        return SchemaMismatchError(name, record.get(self.id_field), value, type_, reason, id_field=self.id_field)
+
+    def _extra(self, records: list[dict[str, Any]]) -> list[str | None]:
+        known = self._known
+        extra: list[str | None] = [None] * len(records)
+        for index, record in enumerate(records):
+            if record.keys() <= known:  # the common case, one C-level check
+                continue
+            names = record.keys() - known
+            self.unknown_fields.update(names)
+            if self._has_extra:
+                extra[index] = _EXTRA_ENCODER.encode({name: record[name] for name in names})
+        return extra
+
+
+# ============================================================================================
+# Arrow -> partitioned Parquet
+# ============================================================================================
+
+PARQUET_SETTINGS: dict[str, Any] = {
+    "version": "2.6",
+    "data_page_version": "1.0",
+    "use_dictionary": True,
+    "dictionary_pagesize_limit": 1024 * 1024,
+    "data_page_size": 1024 * 1024,
+    "write_batch_size": 1024,
+    "write_statistics": True,
+    "write_page_index": False,
+    "write_page_checksum": False,
+    "use_compliant_nested_type": True,
+    "use_deprecated_int96_timestamps": False,
+    "store_schema": True,
+}
+"""Every Parquet writer setting that affects the bytes, fixed (with the codec and row groups).
+
+No writer setting puts a wall-clock value into a file; the ``created_by`` string names the
+pyarrow version, so files are byte-identical for the same input and the same pyarrow.
+"""
+
+DEFAULT_ROW_GROUP_SIZE = 100_000
+DEFAULT_MAX_ROWS_PER_FILE = 1_000_000
+DEFAULT_MAX_BUFFERED_ROWS = 250_000
+_DRAIN_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One written Parquet file.
+
+    :param name: file name within its partition (``part-00000.parquet``).
+    :param rows: number of rows.
+    :param bytes: size in bytes.
+    """
+
+    name: str
+    rows: int
+    bytes: int
+
+
+def check_partition(partition: str) -> str:
+    """Validate a relative partition path such as ``activity_type=email/activity_date=2026-11-01``.
+
+    :param partition: ``key=value`` segments joined by ``/``.
+    :return: ``partition`` unchanged.
+    :raises ValueError: for an absolute path, an empty, ``.``/``..`` or hidden (``_``/``.``)
+        segment, or a segment without ``=``.
+    """
+    if not isinstance(partition, str) or not partition or partition.startswith("/") or partition.endswith("/"):
+        raise ValueError(f"partition={partition!r} must be a relative path like 'activity_date=2026-11-01'.")
+    for segment in partition.split("/"):
+        if not segment or segment[0] in "._" or "=" not in segment or "\\" in segment:
+            raise ValueError(
+                f"partition={partition!r}: segment {segment!r} is not a visible key=value directory name."
+            )
+    return partition
+
+
+class _AppendSink:
+    """A write-only file for ``pa.PythonFile`` that holds no file descriptor between writes.
+
+    Bytes are kept in memory until :meth:`drain` (called after every row group, and whenever
+    4 MiB have accumulated) appends them to ``path`` with an open/append/close.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.closed = False
+        self._pending = bytearray()
+        self._position = 0
+        with open(path, "wb"):
+            pass
+
+    def write(self, data: bytes) -> int:
+        self._pending += data
+        self._position += len(data)
+        if len(self._pending) >= _DRAIN_BYTES:
+            self.drain()
+        return len(data)
+
+    def drain(self) -> None:
+        if self._pending:
+            with open(self.path, "ab") as file:
+                file.write(self._pending)
+            self._pending.clear()
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.drain()
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+
+@dataclass
+class _OpenFile:
+    name: str
+    local_path: str
+    sink: _AppendSink
+    writer: pq.ParquetWriter
+    rows: int = 0
+
+
+@dataclass
+class _PartitionState:
+    name: str
+    buffer: list[pa.RecordBatch] = field(default_factory=list)
+    buffered: int = 0
+    files: list[FileInfo] = field(default_factory=list)
+    current: _OpenFile | None = None
+
+
+class PartitionedParquetWriter:
+    """Writes Arrow batches into many Hive partitions below one (staging) directory.
+
+    ``write("activity_type=email/activity_date=2026-11-01", batch)`` appends rows to that
+    partition; :meth:`close` finishes every file and returns what was written. Files are named
+    ``part-00000.parquet``, ``part-00001.parquet`` ... in order, a new one starting after
+    ``max_rows_per_file`` rows.
+
+    **Row groups and memory.** Rows are buffered per partition and written as a row group of
+    exactly ``row_group_size`` rows when a buffer reaches that size. The rows buffered across
+    all partitions are capped at ``max_buffered_rows``: past it, the largest buffer (the first
+    one on ties) is written as a smaller row group. So memory stays bounded however many
+    partitions are open (a year is 365 days x 3 types); what is written depends only on the
+    sequence of ``write`` calls, so row-group boundaries, and the bytes, are deterministic.
+
+    **Files.** Parquet is written sequentially, so a partition's file stays "open" from its first
+    row group until it rolls or :meth:`close`. No file descriptor or upload is held open in
+    between: each file is written through a sink that appends its bytes to a *local* file and
+    closes it again after every row group (hundreds of partitions would otherwise need hundreds
+    of descriptors, or for object stores hundreds of concurrent multipart uploads each buffering
+    5 MiB or more in memory). For a ``file://`` root the local file is the staging file itself;
+    for object stores (``s3://`` ...) it lives in a local temporary spool directory and is
+    uploaded with the root's filesystem (``fs.put_file``) once complete, then removed. The
+    spool therefore needs local disk for the files not yet complete (at most the run's output).
+
+    **Determinism.** Fixed Parquet settings (:data:`PARQUET_SETTINGS`, the codec, row groups
+    made contiguous before writing), no wall-clock metadata: the same sequence of writes gives
+    byte-identical files.
+
+    :param root: the staging directory (``ObjectStoragePath``, ``file://`` or an object store).
+    :param file_schema: the schema of the files: the record schema without partition columns
+        (see :func:`airflow_provider_activities.schemas.file_schema`).
+    :param compression: Parquet codec (``zstd``, ``snappy``, ``gzip``, ``lz4``, ``brotli``, ``none``).
+    :param row_group_size: rows per row group (smaller ones are written when the buffer cap,
+        a file roll or the end of the data cuts them short).
+    :param max_rows_per_file: rows per file before the next ``part-NNNNN`` starts.
+    :param max_buffered_rows: cap of the rows buffered across all partitions.
+    :param spool_dir: where object-store files are assembled before upload; a new temporary
+        directory by default (removed by :meth:`close` and :meth:`abort`).
+    """
+
+    def __init__(
+        self,
+        root: ObjectStoragePath,
+        file_schema: pa.Schema,
+        compression: str = "zstd",
+        row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+        max_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE,
+        max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
+        spool_dir: str | None = None,
+    ) -> None:
+        for name, value in (
+            ("row_group_size", row_group_size),
+            ("max_rows_per_file", max_rows_per_file),
+            ("max_buffered_rows", max_buffered_rows),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer.")
+        self.root = root
+        self.file_schema = file_schema
+        self.compression = compression
+        self.row_group_size = row_group_size
+        self.max_rows_per_file = max_rows_per_file
+        self.max_buffered_rows = max_buffered_rows
+        self._local = (root.protocol or "file") in ("file", "local")
+        self._spool_dir = spool_dir
+        self._spool: tempfile.TemporaryDirectory[str] | None = None
+        self._partitions: dict[str, _PartitionState] = {}
+        self._buffered = 0
+        self._closed = False
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows held in memory, across all partitions, not yet written to a row group."""
+        return self._buffered
+
+    def write(self, partition: str, batch: pa.RecordBatch) -> None:
+        """Append the rows of ``batch`` to ``partition``.
+
+        :param partition: relative partition path, e.g. ``activity_type=email/activity_date=2026-11-01``.
+        :param batch: rows with the file schema (partition columns already dropped). A zero-row
+            batch only registers the partition, like :meth:`ensure_partition`.
+        :raises ValueError: for a bad partition path or a batch of another schema.
+        """
+        self._check_open()
+        if not batch.schema.equals(self.file_schema, check_metadata=False):
+            raise ValueError(
+                f"The batch for {partition!r} does not have the writer's file schema (partition columns must be "
+                f"dropped first).\nBatch: {batch.schema.to_string(show_field_metadata=False)}\n"
+                f"File schema: {self.file_schema.to_string(show_field_metadata=False)}"
+            )
+        state = self._state(partition)
+        if batch.num_rows == 0:
+            return
+        state.buffer.append(batch)
+        state.buffered += batch.num_rows
+        self._buffered += batch.num_rows
+        while state.buffered >= self.row_group_size:
+            self._write_rows(state, self.row_group_size)
+        while self._buffered > self.max_buffered_rows:
+            largest = max(self._partitions.values(), key=lambda candidate: candidate.buffered)
+            self._write_rows(largest, largest.buffered)
+
+    def ensure_partition(self, partition: str) -> None:
+        """Make sure ``partition`` gets a file, with zero rows if nothing is written to it.
+
+        A zero-row Parquet file still carries the schema, so readers infer the columns of an
+        empty day, and publishing the partition replaces whatever an earlier run left there.
+
+        :param partition: relative partition path.
+        """
+        self._check_open()
+        self._state(partition)
+
+    def close(self) -> dict[str, list[FileInfo]]:
+        """Write what is buffered, finish every file, upload them (object stores).
+
+        :return: the files of every partition, partitions in sorted order, files in name order.
+        """
+        self._check_open()
+        try:
+            for name in sorted(self._partitions):
+                state = self._partitions[name]
+                if state.buffered:
+                    self._write_rows(state, state.buffered)
+                if state.current is None and not state.files:
+                    self._open_file(state)
+                if state.current is not None:
+                    self._finish_file(state)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._remove_spool()
+        return {name: list(self._partitions[name].files) for name in sorted(self._partitions)}
+
+    def abort(self) -> None:
+        """Stop after a failure: drop buffers, close files, remove the local spool (best effort).
+
+        Files already under ``root`` are left to the caller, which removes the staging directory.
+        """
+        self._closed = True
+        for state in self._partitions.values():
+            state.buffer.clear()
+            state.buffered = 0
+            if state.current is not None:
+                try:
+                    state.current.writer.close()
+                except Exception:  # noqa: BLE001 - best effort after a failure
+                    pass
+                state.current = None
+        self._buffered = 0
+        self._remove_spool()
+
+    def __enter__(self) -> PartitionedParquetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None or not self._closed:
+            self.abort()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("This PartitionedParquetWriter is closed.")
+
+    def _state(self, partition: str) -> _PartitionState:
+        state = self._partitions.get(partition)
+        if state is None:
+            check_partition(partition)
+            state = self._partitions[partition] = _PartitionState(partition)
+        return state
+
+    def _write_rows(self, state: _PartitionState, count: int) -> None:
+        """Write the first ``count`` buffered rows of ``state`` as row groups (split at file rolls)."""
+        table = pa.Table.from_batches(state.buffer, schema=self.file_schema)
+        head, rest = table.slice(0, count), table.slice(count)
+        state.buffer = rest.to_batches() if rest.num_rows else []
+        state.buffered -= count
+        self._buffered -= count
+        head = head.combine_chunks()  # the bytes then depend on the rows only, not on how batches were cut
+        offset = 0
+        while offset < count:
+            current = state.current or self._open_file(state)
+            rows = min(self.max_rows_per_file - current.rows, count - offset)
+            current.writer.write_table(head.slice(offset, rows), row_group_size=rows)
+            current.sink.drain()
+            current.rows += rows
+            offset += rows
+            if current.rows >= self.max_rows_per_file:
+                self._finish_file(state)
+
+    def _open_file(self, state: _PartitionState) -> _OpenFile:
+        name = f"part-{len(state.files):05d}.parquet"
+        directory = os.path.join(self._local_base(), *state.name.split("/"))
+        os.makedirs(directory, exist_ok=True)
+        sink = _AppendSink(os.path.join(directory, name))
+        writer = pq.ParquetWriter(
+            pa.PythonFile(sink, mode="w"),
+            self.file_schema,
+            compression=self.compression,
+            **PARQUET_SETTINGS,
+        )
+        state.current = _OpenFile(name=name, local_path=sink.path, sink=sink, writer=writer)
+        return state.current
+
+    def _finish_file(self, state: _PartitionState) -> None:
+        current = state.current
+        assert current is not None
+        current.writer.close()
+        current.sink.close()
+        size = os.path.getsize(current.local_path)
+        if not self._local:
+            target = self.root / state.name / current.name
+            self.root.fs.put_file(current.local_path, target.path)
+            os.remove(current.local_path)
+        state.files.append(FileInfo(name=current.name, rows=current.rows, bytes=size))
+        state.current = None
+
+    def _local_base(self) -> str:
+        if self._local:
+            return self.root.path
+        if self._spool is None:
+            self._spool = tempfile.TemporaryDirectory(prefix="peopleai-parquet-", dir=self._spool_dir)
+        return self._spool.name
+
+    def _remove_spool(self) -> None:
+        if self._spool is not None:
+            self._spool.cleanup()
+            self._spool = None
+
+
+__all__ = [
+    "DEFAULT_MAX_BUFFERED_ROWS",
+    "DEFAULT_MAX_ROWS_PER_FILE",
+    "DEFAULT_ROW_GROUP_SIZE",
+    "PARQUET_SETTINGS",
+    "FileInfo",
+    "PartitionedParquetWriter",
+    "RecordConverter",
+    "SchemaMismatchError",
+    "check_partition",
+]
