@@ -192,10 +192,12 @@ class View:
     :param store: the store the view reads.
     :param selected: the generated activities selected.
     :param extras: the matching inserts, in ``(timestamp, uid)`` order.
+    :param version: the store version (number of insert batches) the view reflects.
     """
 
-    def __init__(self, store: Store, selected: _Selected, extras: list[Extra]) -> None:
+    def __init__(self, store: Store, selected: _Selected, extras: list[Extra], version: int = 0) -> None:
         self.store = store
+        self.version = version
         self.gen = store.gen
         self.selected = selected
         self.extras = extras
@@ -359,15 +361,15 @@ class Store:
     def view(self, query: Filter) -> View:
         """The view of ``query`` over the current data (cached until the next insert)."""
         with self._lock:
-            key = (query, self.version)
-            found = self._views.get(key)
+            found = self._views.get((query, self.version))
             if found is not None:
-                self._views.move_to_end(key)
+                self._views.move_to_end((query, self.version))
                 return found
             extras = [e for e in self._extras if query.matches(e.activity)]
-        view = View(self, self._selected(query), extras)
+            version = self.version
+        view = View(self, self._selected(query), extras, version)
         with self._lock:
-            self._views[key] = view
+            self._views[(query, version)] = view
             while len(self._views) > 256:
                 self._views.popitem(last=False)
         return view
