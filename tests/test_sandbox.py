@@ -534,6 +534,9 @@ def test_indirect_parameter_configures_the_fixture(peopleai_sandbox: Sandbox) ->
 
 
 def test_importing_the_sandbox_does_not_import_pytest() -> None:
-    code = "import sys, airflow_provider_activities.testing.sandbox as s; print('pytest' in sys.modules)"
+    code = (
+        "import sys, airflow_provider_activities.testing.sandbox as s; print('pytest' in sys.modules); "
+        "print(s.peopleai_sandbox_factory.__module__, 'pytest' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
+    assert result.stdout.split("\n")[:2] == ["False", "airflow_provider_activities.testing.pytest_plugin True"]
