@@ -254,6 +254,7 @@ class Sandbox:
         if max_page_size < 1:
             raise ValueError(f"max_page_size must be >= 1, got {max_page_size}")
         self.seed = seed
+        """The data seed."""
         self._client_id = client_id
         self._client_secret = client_secret
         self._requested_port = port
@@ -264,9 +265,11 @@ class Sandbox:
         self.token_ttl: float = token_ttl
         """Lifetime of new tokens, in seconds; settable."""
         self.timestamp_format = timestamp_format
+        """How timestamps are served (``epoch_ms``, ``iso`` or ``mixed``); settable."""
         self.latency: float = latency
         """Seconds every request is delayed by; settable."""
         self.max_page_size = max_page_size
+        """The largest ``limit`` accepted; settable."""
         self.faults = Faults(seed)
         """The fault knobs (see :class:`~airflow_provider_activities.testing._faults.Faults`)."""
         self._gen = Generator(seed, activities, start, days)
@@ -344,6 +347,16 @@ class Sandbox:
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>`` (after :meth:`start`)."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def data_start(self) -> datetime:
+        """The first instant generated activities can have (UTC)."""
+        return datetime.fromtimestamp(self._gen.start_ms / 1000, tz=UTC)
+
+    @property
+    def data_end(self) -> datetime:
+        """The end (exclusive) of the generated activities' period (UTC)."""
+        return datetime.fromtimestamp(self._gen.end_ms / 1000, tz=UTC)
 
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` (e.g. ``/v0/public/activities``)."""
@@ -737,7 +750,7 @@ class Sandbox:
 
     def _page_bytes(self, view: View, query: Filter, participants: bool, offset: int, count: int) -> bytes:
         """The JSON array of one page, formatted and encoded (cached by content)."""
-        key = (participants, query, view.version, offset, count)
+        key = (participants, query, view.version, offset, count, self.timestamp_format)
         with self._lock:
             found = self._page_cache.get(key)
             if found is not None:
