@@ -169,6 +169,7 @@ def publish(
     _check_layout(staging_root, final_root, names)
     fs = final_root.fs
     staging, final = _fs_path(staging_root), _fs_path(final_root)
+    local = (final_root.protocol or "") in _LOCAL_PROTOCOLS
     keep_staging = False
     try:
         fs.invalidate_cache()
@@ -178,7 +179,7 @@ def publish(
         else:
             fingerprint = _staged_fingerprint(fs, staging, partitions)
         manifests = {name: manifest_bytes(manifest, name, partitions[name], fingerprint) for name in names}
-        if (final_root.protocol or "") in _LOCAL_PROTOCOLS:
+        if local:
             _publish_by_rename(fs, staging, final, names, manifests)
         else:
             _publish_by_copy(fs, staging, final, names, partitions, manifests)
@@ -187,7 +188,7 @@ def publish(
         raise
     finally:
         if not keep_staging:
-            _remove_quietly(fs, staging)
+            _remove_quietly(fs, staging, local)
     return [
         PublishedPartition(
             partition=name,
@@ -376,14 +377,24 @@ def _restore_failed(error: BaseException, restore_error: Exception, kept: str) -
     )
 
 
-def _remove_quietly(fs: Any, path: str) -> None:
-    """Delete the staging directory, best effort (it is invisible to readers anyway)."""
+def _remove_quietly(fs: Any, path: str, local: bool) -> None:
+    """Delete the staging directory, best effort (it is invisible to readers anyway).
+
+    On a local filesystem the ``_staging`` directory above it goes too when it is left empty.
+    """
     try:
         fs.invalidate_cache()
         if fs.exists(path):
             fs.rm(path, recursive=True)
     except Exception as error:  # noqa: BLE001 - cleanup must not hide the outcome of the publish
         log.warning("Could not remove the staging directory %s (%s); it is ignored by readers.", path, error)
+        return
+    parent = posixpath.dirname(path)
+    if local and posixpath.basename(parent) == STAGING_DIR:
+        try:
+            fs.rmdir(parent)  # os.rmdir: only when empty, i.e. no other run is staging
+        except OSError:
+            pass
 
 
 __all__ = [

@@ -132,6 +132,7 @@ def test_first_publish_writes_partitions_manifests_and_removes_staging(store) ->
     assert published[1].uri == str(root / EMAIL)
     assert_published(contents(root), V1)
     assert not any(path.startswith(STAGING_DIR) for path in contents(root))
+    assert not root.fs.exists((root / STAGING_DIR).path)  # on file:// the emptied _staging goes too
     assert uids(root) == expected_uids(V1)
 
     manifest = json.loads(visible(contents(root))[f"{EMAIL}/{MANIFEST_NAME}"])
