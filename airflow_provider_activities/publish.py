@@ -377,6 +377,12 @@ def _restore_failed(error: BaseException, restore_error: Exception, kept: str) -
     )
 
 
+def discard_staging(staging_root: ObjectStoragePath) -> None:
+    """Remove a run's staging directory after a failure before :func:`publish` (best effort)."""
+    local = (staging_root.protocol or "") in _LOCAL_PROTOCOLS
+    _remove_quietly(staging_root.fs, _fs_path(staging_root), local)
+
+
 def _remove_quietly(fs: Any, path: str, local: bool) -> None:
     """Delete the staging directory, best effort (it is invisible to readers anyway).
 
@@ -398,6 +404,7 @@ def _remove_quietly(fs: Any, path: str, local: bool) -> None:
 
 
 __all__ = [
+    "discard_staging",
     "MANIFEST_NAME",
     "STAGING_DIR",
     "SUCCESS_NAME",

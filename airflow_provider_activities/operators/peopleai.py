@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
@@ -31,14 +30,14 @@ from airflow_provider_activities.compat import Asset, AssetAlias, BaseHook, Base
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook, RecordStream
 from airflow_provider_activities.parquet import PartitionedParquetWriter, RecordConverter
 from airflow_provider_activities.partitioning import PartitionPlan, parse_moment, plan_partitions
-from airflow_provider_activities.publish import publish
+from airflow_provider_activities.publish import discard_staging, new_staging_root, publish
 from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA, file_schema
 
 if TYPE_CHECKING:
     from airflow_provider_activities.compat import Context
 
 SUPPORTED_SCHEMES = ("file", "s3", "s3a", "gs", "gcs", "abfs", "abfss", "az")
-COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
+COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4_raw", "brotli", "none")
 _TEMPLATE = re.compile(r"{{|{%")
 
 
@@ -150,17 +149,15 @@ class _PeopleAIToParquetOperator(BaseOperator):
         hook = self._hook()
         root = self._output_root(output_path)
         dataset_root = root / self.dataset
-        staging = dataset_root / "_staging" / uuid.uuid4().hex
+        staging = new_staging_root(dataset_root)
         started = time.monotonic()
 
         stream = self._open_stream(hook, plan)
         converter = RecordConverter(self.schema, id_field=self.id_column)
         partition_columns = [self.type_column] if self.type_column else []
+        schema_in_files = file_schema(self.schema, partition_columns)
         writer = PartitionedParquetWriter(
-            staging,
-            file_schema(self.schema, partition_columns),
-            compression=self.compression,
-            max_rows_per_file=self.max_rows_per_file,
+            staging, schema_in_files, compression=self.compression, max_rows_per_file=self.max_rows_per_file
         )
         dropped = 0
         try:
@@ -173,7 +170,8 @@ class _PeopleAIToParquetOperator(BaseOperator):
                 writer.ensure_partition(partition)
             files = writer.close()
         except BaseException:
-            _remove_quietly(staging)
+            writer.abort()
+            discard_staging(staging)
             raise
         finally:
             hook.close()
@@ -198,7 +196,7 @@ class _PeopleAIToParquetOperator(BaseOperator):
             "task_id": self.task_id,
             "finished_at": datetime.now(timezone.utc).isoformat(),
         }
-        published = publish(staging, dataset_root, files, manifest)
+        published = publish(staging, dataset_root, files, manifest, schema=schema_in_files)
         seconds = time.monotonic() - started
         total_rows = sum(p.rows for p in published)
         summary = {
@@ -347,11 +345,3 @@ class PeopleAIParticipantsToParquetOperator(_PeopleAIToParquetOperator):
 
     def _open_stream(self, hook: PeopleAIHook, plan: PartitionPlan) -> RecordStream:
         return hook.stream_participants(plan.start, plan.end)
-
-
-def _remove_quietly(path: ObjectStoragePath) -> None:
-    try:
-        if path.exists():
-            path.rmdir(recursive=True) if hasattr(path, "rmdir") else None
-    except Exception:  # best effort: staging lives under an ignored "_" prefix anyway
-        pass
