@@ -19,6 +19,14 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(UV) pip install --quiet --python $(BIN)/python -e ".[test]"
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(UV) pip install --quiet --python $(BIN)/python -e ".[docs]"
+	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(UV) pip install --quiet --python $(BIN)/python -e ".[test,bench]"
+	touch $@
+
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
@@ -28,6 +36,12 @@ test: install-test
 
 demo: install
 	$(BIN)/python scripts/demo.py
+
+docs: $(VENV)/.installed-docs
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo demo-output site
