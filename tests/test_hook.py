@@ -344,3 +344,36 @@ class TestSecrets:
         text = caplog.text + str(err.value) + repr(hook) + repr(hook.config)
         for secret in [SECRET, *tokens]:
             assert secret not in text
+
+
+class TestEverythingAtOnce:
+    def test_three_day_window_exact_under_every_fault(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Issue 2's acceptance run: 429s, 503s, a dropped connection, a revoked token, a page-size
+        cap, overlapping pages and ignored filters in one read; the result is exactly the window."""
+        with Sandbox(seed=21, activities=4000, start=START, days=10, rate_limit=None, client_secret=SECRET) as sb:
+            hook = connect(monkeypatch, sb, page_size=200, max_concurrency=4)
+            faults = sb.faults
+            faults.cap_page_size(150)
+            faults.overlap_pages()
+            faults.ignore_filters()
+            faults.fail_next(3, 429)
+            faults.fail_next(2, 503)
+            faults.drop_connection(2)
+            faults.invalid_json(1)
+            start, end = START + timedelta(days=3), START + timedelta(days=6)
+            stream = hook.stream_activities(start, end)
+            got: list[dict[str, Any]] = []
+            for number, page in enumerate(stream):
+                got.extend(page)
+                if number == 1:
+                    sb.revoke_tokens()
+            expected = sb.expected_activities(start, end)
+            assert [r["uid"] for r in got] == uids(expected)
+            assert len(got) == len({r["uid"] for r in got})
+            assert stream.stats.outside > 0  # the filters were ignored: everything came back
+            assert stream.stats.seen == 4001  # ... and the overlap served one record twice
+            fired = sb.stats
+            for knob in ("fail_next", "drop_connection", "invalid_json"):
+                assert fired.get(knob, 0) > 0, knob
+            assert fired.get("401", 0) >= 1
+            assert sb.errors == []
