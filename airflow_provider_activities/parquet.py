@@ -353,6 +353,21 @@ def check_partition(partition: str) -> str:
     return partition
 
 
+def _makedirs(directory: str, attempts: int = 3) -> None:
+    """``os.makedirs``, again when a parent vanished meanwhile.
+
+    Another run of the same dataset removes the shared ``_staging`` directory when it finds it
+    empty; that can happen between ``makedirs`` creating it and creating our directory in it.
+    """
+    for attempt in range(attempts):
+        try:
+            os.makedirs(directory, exist_ok=True)
+            return
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+
+
 class _AppendSink:
     """A write-only file for ``pa.PythonFile`` that holds no file descriptor between writes.
 
@@ -617,7 +632,7 @@ class PartitionedParquetWriter:
     def _open_file(self, state: _PartitionState) -> _OpenFile:
         name = f"part-{len(state.files):05d}.parquet"
         directory = os.path.join(self._local_base(), *state.name.split("/"))
-        os.makedirs(directory, exist_ok=True)
+        _makedirs(directory)
         sink = _AppendSink(os.path.join(directory, name))
         writer = pq.ParquetWriter(
             pa.PythonFile(sink, mode="w"),
