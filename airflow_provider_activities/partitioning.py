@@ -98,11 +98,15 @@ class PartitionPlan:
             parts.append(f"{self.date_key}={day}")
         return "/".join(parts)
 
-    def owned(self) -> list[str]:
-        """Every partition this run owns (each gets files and a manifest, even with no rows)."""
+    def owned(self, types: tuple[str, ...] | None = None) -> list[str]:
+        """Every partition this run owns (each gets files and a manifest, even with no rows).
+
+        :param types: the types to list instead of the plan's own (e.g. ``("other",)``); only
+            for a plan with a type level.
+        """
         days = self.days[:1] if self.partition_by == "interval" else self.days
-        types: tuple[str | None, ...] = self.types if self.types is not None else (None,)
-        return [self.partition(day, activity_type) for activity_type in types for day in days]
+        listed: tuple[str | None, ...] = types or self.types or (None,)
+        return [self.partition(day, activity_type) for activity_type in listed for day in days]
 
     def split(self, batch: pa.RecordBatch, time_column: str, type_column: str | None = None) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Route the rows of ``batch`` to partitions: ``(partition, rows)`` pairs, row order kept.

@@ -16,6 +16,7 @@ Each partition also holds ``_manifest.json`` and ``_SUCCESS``.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import datetime, timezone
@@ -25,13 +26,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_activities import DEFAULT_CONN_ID, __version__
+from airflow_provider_activities.api.protocol import ACTIVITY_TYPES
 from airflow_provider_activities.api.validation import check_activity_type
 from airflow_provider_activities.compat import Asset, AssetAlias, BaseHook, BaseOperator, ObjectStoragePath
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook, RecordStream
 from airflow_provider_activities.parquet import PartitionedParquetWriter, RecordConverter
-from airflow_provider_activities.partitioning import PartitionPlan, parse_moment, plan_partitions
+from airflow_provider_activities.partitioning import OTHER_TYPE, PartitionPlan, parse_moment, plan_partitions
 from airflow_provider_activities.publish import discard_staging, new_staging_root, publish
-from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA, file_schema
+from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, EXTRA_FIELD, PARTICIPANT_SCHEMA, file_schema
 
 if TYPE_CHECKING:
     from airflow_provider_activities.compat import Context
@@ -96,7 +98,7 @@ class _PeopleAIToParquetOperator(BaseOperator):
             raise ValueError(f"partition_by={partition_by!r} is not supported: use 'day' or 'interval'.")
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression={compression!r} is not supported: use one of {', '.join(COMPRESSIONS)}.")
-        if not isinstance(max_rows_per_file, int) or max_rows_per_file < 1:
+        if not isinstance(max_rows_per_file, int) or isinstance(max_rows_per_file, bool) or max_rows_per_file < 1:
             raise ValueError(f"max_rows_per_file={max_rows_per_file!r} must be a positive integer.")
         if not isinstance(peopleai_conn_id, str) or not peopleai_conn_id:
             raise ValueError("peopleai_conn_id must name an Airflow connection of type 'peopleai'.")
@@ -138,6 +140,10 @@ class _PeopleAIToParquetOperator(BaseOperator):
         """Rows of a converted batch that belong to this run, and how many were dropped."""
         return batch, 0
 
+    def _also_owned(self, dataset_root: ObjectStoragePath, plan: PartitionPlan) -> list[str]:
+        """Partitions beyond ``plan.owned()`` that this run replaces too (none by default)."""
+        return []
+
     # -- the run ------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -160,13 +166,14 @@ class _PeopleAIToParquetOperator(BaseOperator):
             staging, schema_in_files, compression=self.compression, max_rows_per_file=self.max_rows_per_file
         )
         dropped = 0
+        self._unknown_types: set[str] = set()
         try:
             for page in stream:
                 batch, rejected = self._select(converter.to_batch(page))
                 dropped += rejected
                 for partition, rows in plan.split(batch, self.time_column, self.type_column):
                     writer.write(partition, rows.drop_columns(partition_columns) if partition_columns else rows)
-            for partition in plan.owned():
+            for partition in plan.owned() + self._also_owned(dataset_root, plan):
                 writer.ensure_partition(partition)
             files = writer.close()
         except BaseException:
@@ -180,6 +187,13 @@ class _PeopleAIToParquetOperator(BaseOperator):
                 "The API sent fields the %s schema does not know; kept in the _extra JSON column: %s",
                 self.dataset,
                 ", ".join(sorted(converter.unknown_fields)),
+            )
+        if self._unknown_types:
+            self.log.warning(
+                "The API sent activity types outside %s; written to activity_type=%s, the type kept in _extra: %s",
+                ", ".join(ACTIVITY_TYPES),
+                OTHER_TYPE,
+                ", ".join(sorted(self._unknown_types)),
             )
         stats = stream.stats
         manifest = {
@@ -202,7 +216,11 @@ class _PeopleAIToParquetOperator(BaseOperator):
         summary = {
             "dataset": self.dataset,
             "rows": total_rows,
-            "partitions": [{"partition": p.partition, "uri": p.uri, "rows": p.rows} for p in published],
+            # The URI from output_path: str(ObjectStoragePath) would carry the connection id (s3://conn@bucket/...).
+            "partitions": [
+                {"partition": p.partition, "uri": f"{output_path}/{self.dataset}/{p.partition}", "rows": p.rows}
+                for p in published
+            ],
             "duplicates_dropped": stats.duplicates,
             "outside_interval_dropped": stats.outside + dropped,
         }
@@ -270,7 +288,8 @@ class PeopleAIActivitiesToParquetOperator(_PeopleAIToParquetOperator):
     Writes ``{output_path}/activities/activity_type=.../activity_date=YYYY-MM-DD/part-NNNNN.parquet``
     (``activity_type`` lives in the path only). A run owns every (type, day) partition its
     interval covers and replaces them whole; a day with no activities still gets a zero-row
-    file and its manifest.
+    file and its manifest. With ``activity_type=None``, records of a type outside the three go to
+    ``activity_type=other`` (their type kept in ``_extra``), a partition a rerun replaces too.
 
     :param output_path: where to write, as an object-storage URL (``file:///abs/dir``,
         ``s3://bucket/prefix``, ``gs://bucket/prefix``). Templated.
@@ -310,15 +329,52 @@ class PeopleAIActivitiesToParquetOperator(_PeopleAIToParquetOperator):
         return hook.stream_activities(plan.start, plan.end, self.activity_type or None)
 
     def _select(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
-        """With one ``activity_type``, keep its rows only (a type-less row is taken as that type)."""
+        """With one ``activity_type``, keep its rows only (a type-less row is taken as that type).
+
+        With all types, a row of a type outside the known three goes to ``activity_type=other``;
+        its type is kept in ``_extra`` (as ``"activity_type"``), since the path holds only "other".
+        """
         wanted = self.activity_type or None
-        if wanted is None or batch.num_rows == 0:
+        if batch.num_rows == 0:
             return batch, 0
+        if wanted is None:
+            return _keep_unknown_types(batch, self._unknown_types), 0
         column = batch.schema.get_field_index("activity_type")
         types = pc.fill_null(batch.column(column), wanted)
         batch = batch.set_column(column, "activity_type", types)
         kept = batch.filter(pc.equal(types, wanted))
         return kept, batch.num_rows - kept.num_rows
+
+    def _also_owned(self, dataset_root: ObjectStoragePath, plan: PartitionPlan) -> list[str]:
+        """The ``activity_type=other`` partitions of this run's days that an earlier run left.
+
+        A run over all types writes records of unknown types there; a rerun must replace those
+        partitions as well, or records the source no longer has would stay.
+        """
+        if plan.types != ACTIVITY_TYPES:
+            return []
+        other = dataset_root / f"{self.type_column}={OTHER_TYPE}"
+        dataset_root.fs.invalidate_cache()
+        if not other.exists():
+            return []
+        return [partition for partition in plan.owned(types=(OTHER_TYPE,)) if (dataset_root / partition).exists()]
+
+
+def _keep_unknown_types(batch: pa.RecordBatch, seen: set[str]) -> pa.RecordBatch:
+    """Put the ``activity_type`` of rows of unknown types into their ``_extra`` JSON; add the types to ``seen``."""
+    types = batch.column(batch.schema.get_field_index("activity_type"))
+    unknown = pc.and_(pc.is_valid(types), pc.invert(pc.is_in(types, value_set=pa.array(ACTIVITY_TYPES))))
+    if not pc.any(unknown).as_py():
+        return batch
+    index = batch.schema.get_field_index(EXTRA_FIELD)
+    extras = batch.column(index).to_pylist()
+    for row, (is_unknown, kind) in enumerate(zip(unknown.to_pylist(), types.to_pylist())):
+        if is_unknown:
+            seen.add(kind)
+            kept = json.loads(extras[row]) if extras[row] else {}
+            kept["activity_type"] = kind
+            extras[row] = json.dumps(kept, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return batch.set_column(index, batch.schema.field(index), pa.array(extras, type=pa.string()))
 
 
 class PeopleAIParticipantsToParquetOperator(_PeopleAIToParquetOperator):
