@@ -8,6 +8,7 @@ S3 server live in ``test_operators_s3.py``; whole DAG runs in ``test_operators_d
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -23,14 +24,16 @@ from airflow.sdk.bases.operator import ExecutorSafeguard
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
 import airflow_provider_activities.hooks.peopleai as hook_module
+import airflow_provider_activities.operators.peopleai as operator_module
 import airflow_provider_activities.parquet as parquet_module
+from airflow_provider_activities.api.errors import PeopleAIAPIError
 from airflow_provider_activities.api.protocol import Page
 from airflow_provider_activities.compat import Asset, AssetAlias, ObjectStoragePath
 from airflow_provider_activities.operators.peopleai import (
     PeopleAIActivitiesToParquetOperator,
     PeopleAIParticipantsToParquetOperator,
 )
-from airflow_provider_activities.publish import MANIFEST_NAME, STAGING_DIR, SUCCESS_NAME
+from airflow_provider_activities.publish import MANIFEST_NAME, STAGING_DIR, SUCCESS_NAME, discard_staging
 from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, EXTRA_FIELD, PARTICIPANT_SCHEMA, file_schema, schema_fingerprint
 from airflow_provider_activities.testing.sandbox import Sandbox
 from tests.test_publish import FailingOperations, InjectedFailure, contents
@@ -270,6 +273,18 @@ def test_participants_land_exactly_in_their_day_partitions(api: Sandbox, tmp_pat
     assert_complete_partitions(contents(root), "participants", participant_partitions(START + DAY, 2))
     assert summary["rows"] == table.num_rows
     assert {r.path for r in data_requests(api)} == {"/v0/public/activities/participants"}
+
+
+def test_records_on_the_bounds_land_in_the_right_day(api: Sandbox, tmp_path: Any) -> None:
+    at_midnight = api.add_activities(1, timestamp=NOV_2, activity_type="call")[0]["uid"]
+    just_before = api.add_activities(1, timestamp=NOV_2 - timedelta(milliseconds=1), activity_type="call")[0]["uid"]
+    output = lake(tmp_path)
+    run(activities_op(output, activity_type="call"), START)  # [11-01, 11-02)
+    run(activities_op(output, activity_type="call"), NOV_2)  # [11-02, 11-03)
+    found = activity_uids_by_partition(read_dataset(root_of(output), "activities").to_table())
+    assert just_before in found[("call", "2026-11-01")] and just_before not in found[("call", "2026-11-02")]
+    assert at_midnight in found[("call", "2026-11-02")] and at_midnight not in found[("call", "2026-11-01")]
+    assert found == expected_activity_uids(api, START, 2, types=("call",))
 
 
 def test_the_output_reads_as_one_dataset_with_the_documented_schema(api: Sandbox, tmp_path: Any) -> None:
@@ -646,6 +661,41 @@ def test_a_storage_error_while_publishing_leaves_every_partition_as_before_and_a
 
 def _copy_local(source: Any, target: Any) -> None:
     shutil.copytree(source, target)
+
+
+def test_an_api_failure_mid_stream_leaves_the_previous_partitions_and_no_staging(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    connect(monkeypatch, sandbox, max_retries=1, max_concurrency=1)
+    output = lake(tmp_path)
+    root = root_of(output)
+    run(participants_op(output), NOV_2)
+    before = contents(root)
+
+    fetch = hook_module.PeopleAIHook._fetch_page
+
+    def fetch_then_break(self: Any, path: str, filters: dict[str, str], offset: int) -> Page:
+        if offset == 500:  # five pages in: the API goes down for good
+            sandbox.faults.fail_next(100, status=500)
+        return fetch(self, path, filters, offset)
+
+    monkeypatch.setattr(hook_module.PeopleAIHook, "_fetch_page", fetch_then_break)
+    # Row groups of 20 rows, so that files are in staging when the API fails (not only buffers).
+    monkeypatch.setattr(
+        operator_module, "PartitionedParquetWriter", functools.partial(parquet_module.PartitionedParquetWriter, row_group_size=20)
+    )
+    discarded: list[int] = []
+
+    def discard(staging: ObjectStoragePath) -> None:
+        discarded.append(len(staging.fs.find(staging.path)))
+        discard_staging(staging)
+
+    monkeypatch.setattr(operator_module, "discard_staging", discard)
+    with pytest.raises(PeopleAIAPIError, match="500"):
+        run(participants_op(output, max_rows_per_file=50), NOV_2)
+    assert discarded and discarded[0] >= 5  # staged files of the failed run, removed
+    assert contents(root) == before
+    assert not (tmp_path / "lake" / "participants" / STAGING_DIR).exists()
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ failures that leave the previous partitions intact), on the object-store publish
 from __future__ import annotations
 
 import functools
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,18 +132,22 @@ class _FailingUploads:
 
 
 def test_s3_storage_error_while_uploading_leaves_the_previous_partitions_and_a_rerun_succeeds(
-    api: Sandbox, moto_s3: MotoS3, s3_root: ObjectStoragePath, monkeypatch: pytest.MonkeyPatch
+    api: Sandbox, moto_s3: MotoS3, s3_root: ObjectStoragePath, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     output = output_of(s3_root)
     run(activities_op(output, output_conn_id=moto_s3.conn_id), START, START + 2 * DAY)
     before = contents(s3_root)
     added = {a["uid"] for a in api.add_activities(4, timestamp=NOV_2 + timedelta(hours=11))}
 
+    spool = tmp_path / "spool"  # where the writer assembles files before uploading them
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
     with monkeypatch.context() as patch:
         uploads = _FailingUploads(patch, s3_root.fs, allowed=4)
         with pytest.raises(InjectedFailure):
             run(activities_op(output, output_conn_id=moto_s3.conn_id, max_rows_per_file=30), START, START + 2 * DAY)
     assert uploads.count == 5
+    assert list(spool.iterdir()) == []  # the local spool is gone too
     assert contents(s3_root) == before  # the files already uploaded to staging are gone again
     assert staged_keys(moto_s3, s3_root) == []
 
@@ -149,6 +155,7 @@ def test_s3_storage_error_while_uploading_leaves_the_previous_partitions_and_a_r
     table = read_dataset(s3_root, "activities").to_table()
     assert activity_uids_by_partition(table) == expected_activity_uids(api, START, 2)
     assert added <= set(table.column("uid").to_pylist())
+    assert list(spool.iterdir()) == []
 
 
 def test_s3_storage_error_while_publishing_leaves_every_partition_as_before_and_a_rerun_succeeds(
