@@ -136,7 +136,8 @@ def asset_events(run: Any) -> dict[str, list[dict[str, Any]]]:
 
 
 def plain_uri(root: ObjectStoragePath) -> str:
-    return f"{root.protocol}://{root.path}" if root.protocol != "file" else f"file://{root.path}"
+    """``s3://bucket/prefix``, ``file:///abs/dir``: the URL without the connection id."""
+    return f"{root.protocol}://{root.path}"
 
 
 def test_daily_dag_for_three_days_then_the_middle_day_again_leaves_exactly_each_days_records(
