@@ -31,7 +31,28 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "People.ai",
-                "python-modules": ["airflow_provider_activities.hooks.peopleai"],
+                "python-modules": [
+                    "airflow_provider_activities.hooks.peopleai",
+                    "airflow_provider_activities.hooks.peopleai_async",
+                ],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "People.ai",
+                "python-modules": ["airflow_provider_activities.operators.peopleai"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "People.ai",
+                "python-modules": ["airflow_provider_activities.sensors.peopleai"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "People.ai",
+                "python-modules": ["airflow_provider_activities.triggers.peopleai"],
             }
         ],
         "connection-types": [

@@ -17,12 +17,15 @@ from airflow.sdk import (
     PokeReturnValue,
 )
 from airflow.sdk.definitions.context import Context
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 from airflow.sdk.log import mask_secret
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 __all__ = [
     "AirflowException",
+    "AirflowFailException",
+    "AirflowSensorTimeout",
     "AirflowSkipException",
     "Asset",
     "AssetAlias",
@@ -35,5 +38,6 @@ __all__ = [
     "ObjectStoragePath",
     "PokeReturnValue",
     "TriggerEvent",
+    "conf",
     "mask_secret",
 ]
