@@ -161,13 +161,33 @@ class TestPolicies:
         assert policy.retryable_status(429) and policy.retryable_status(503) and not policy.retryable_status(404)
 
     def test_rate_limiter_never_exceeds_rate_in_any_window(self) -> None:
+        """Requests taking 0 to 0.3 s, each arriving anywhere between send and answer."""
+        import random
+
+        rng = random.Random(3)
         limiter = RateLimiter(rate=5, margin=0.0)
-        now, sent = 0.0, []
-        for _ in range(23):
-            now += limiter.reserve(now)
-            sent.append(now)
-        for i, moment in enumerate(sent):
-            assert sum(1 for other in sent[i:] if other < moment + 1.0) <= 5
+        now, arrivals, in_flight = 0.0, [], []
+        for _ in range(60):
+            wait = limiter.acquire(now)
+            while wait is None:  # every slot busy: the earliest answer comes back
+                in_flight.sort()
+                now = max(now, in_flight.pop(0))
+                limiter.release(now)
+                wait = limiter.acquire(now)
+            send = now + wait
+            answer = send + rng.uniform(0.0, 0.3)
+            arrivals.append(rng.uniform(send, answer))
+            in_flight.append(answer)
+        arrivals.sort()
+        for i, moment in enumerate(arrivals):
+            assert sum(1 for other in arrivals[i:] if other <= moment + 1.0) <= 5
+
+    def test_rate_limiter_caps_in_flight(self) -> None:
+        limiter = RateLimiter(rate=2)
+        assert limiter.acquire(0.0) == 0.0 and limiter.acquire(0.0) == 0.0
+        assert limiter.acquire(0.0) is None
+        limiter.release(0.5)
+        assert limiter.acquire(0.6) == pytest.approx(0.91)
 
 
 class TestProtocol:

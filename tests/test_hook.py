@@ -184,8 +184,8 @@ class TestAuth:
         assert form_requests[0].method == "POST"
 
     def test_refreshed_before_expiry(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        with Sandbox(seed=2, activities=300, start=START, days=1, rate_limit=None, token_ttl=1.0) as sb:
-            hook = connect(monkeypatch, sb, page_size=30, requests_per_second=3)  # 11 requests over ~3 s
+        with Sandbox(seed=2, activities=300, start=START, days=1, rate_limit=None, token_ttl=1.0, latency=0.1) as sb:
+            hook = connect(monkeypatch, sb, page_size=30, max_concurrency=1)  # 11 requests over ~1.1 s
             got = list(hook.iter_activities(START, START + timedelta(days=1)))
             assert len(got) == 300
             assert sb.stats.get("401", 0) == 0  # refreshed before expiry, never rejected

@@ -2,10 +2,11 @@
 
 A call flow is a generator that yields what it needs done and receives the outcome:
 
-* :class:`Pace` - wait for a slot under the rate limit; the driver answers ``None``. It comes
-  before the token is taken, so a long wait never sends a token that expired meanwhile;
-* :class:`Send` - send this request now; the driver answers with a :class:`Response`, or with
-  the exception the transport raised (connection refused or dropped, timeout);
+* :class:`Pace` - take a slot of the rate limiter, waiting as long as it says; the driver
+  answers ``None``. It comes after the token is taken (minting a token needs a slot of its own);
+* :class:`Send` - send this request now and give the slot back once answered; the driver answers
+  with a :class:`Response`, or with the exception the transport raised (connection refused or
+  dropped, timeout);
 * :class:`Sleep` - wait this many seconds; the driver answers ``None``;
 * :class:`NeedToken` - give me a valid access token; the driver answers with the token
   (minting it, under its lock, by running :func:`token_flow`); ``fresh=True`` asks for a new
@@ -41,7 +42,7 @@ class Send:
 
 @dataclass(frozen=True)
 class Pace:
-    """Ask the driver to wait for the rate limiter's next slot."""
+    """Ask the driver for a rate-limiter slot (the next :class:`Send` gives it back)."""
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,12 @@ def call_flow(
     reauthenticated = False
     token: str | None = None
     while True:
-        yield Pace()
         if request.authenticated:
             token = yield NeedToken()
+            yield Pace()
             outcome = yield Send(request.with_bearer(token))
         else:
+            yield Pace()
             outcome = yield Send(request)
         attempts += 1
         headers: Mapping[str, str] | None = None

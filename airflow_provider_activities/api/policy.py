@@ -6,8 +6,8 @@ Each is a small state machine that the sync and async drivers share; only the wa
 
 from __future__ import annotations
 
+import heapq
 import random
-from collections import deque
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 from typing import Mapping
@@ -100,30 +100,32 @@ def _retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
 
 
 class RateLimiter:
-    """At most ``rate`` requests in any window of one second (plus a small safety margin).
+    """At most ``rate`` requests in any one-second window, however long each request takes.
 
-    A sliding window, like the API's own: up to ``rate`` requests may go at once, the next
-    one waits until the oldest of them is a window old. The margin absorbs scheduling jitter
-    between this client's clock and the server's.
+    The client holds ``burst = max(1, int(rate))`` slots. A request takes a slot before it is sent
+    (:meth:`acquire`) and gives it back once its answer has arrived (:meth:`release`); the slot is
+    usable again a window (``burst / rate`` seconds plus ``margin``) after that. The server sees a
+    request arrive between its send and its answer, so two requests of one slot arrive more than a
+    window apart, and no one-second window holds more than ``burst`` arrivals, whatever pauses
+    (garbage collection, retries, latency) happen between the client's clock and the wire. It also
+    caps requests in flight at ``burst``.
 
     :param rate: requests per second (may be fractional: 0.5 means one every two seconds).
     :param margin: seconds added to the window.
     """
 
-    def __init__(self, rate: float, margin: float = 0.05) -> None:
-        self._burst = max(1, int(rate))
-        self._window = (self._burst / rate) + margin
-        self._sent: deque[float] = deque()
+    def __init__(self, rate: float, margin: float = 0.01) -> None:
+        burst = max(1, int(rate))
+        self._window = burst / rate + margin
+        self._idle: list[float] = [0.0] * burst  # a heap: when each idle slot may be used again
 
-    def reserve(self, now: float) -> float:
-        """Claim a slot for one request; returns how many seconds to wait before sending it."""
-        sent = self._sent
-        while sent and sent[0] <= now - self._window:
-            sent.popleft()
-        if len(sent) < self._burst:
-            sent.append(now)
-            return 0.0
-        slot = sent[0] + self._window
-        sent.popleft()
-        sent.append(slot)
-        return slot - now
+    def acquire(self, now: float) -> float | None:
+        """Take a slot: the seconds to wait before sending, or ``None`` when every slot is in use
+        (wait for a :meth:`release`, then ask again)."""
+        if not self._idle:
+            return None
+        return max(0.0, heapq.heappop(self._idle) - now)
+
+    def release(self, now: float) -> None:
+        """Give back a slot whose request was answered (or failed) at ``now``."""
+        heapq.heappush(self._idle, now + self._window)

@@ -101,7 +101,7 @@ class PeopleAIHook(BaseHook):
         self.peopleai_conn_id = peopleai_conn_id
         self._tokens = TokenCache()
         self._token_lock = threading.Lock()
-        self._rate_lock = threading.Lock()
+        self._slots = threading.Condition()
         self._session: requests.Session | None = None
 
     def __repr__(self) -> str:
@@ -181,12 +181,20 @@ class PeopleAIHook(BaseHook):
                 return Response(answer.status_code, answer.headers, answer.content)
             except requests.RequestException as err:
                 return err
+            finally:
+                self._release()
 
     def _pace(self) -> None:
-        with self._rate_lock:
-            wait = self._limiter.reserve(time.monotonic())
+        with self._slots:
+            while (wait := self._limiter.acquire(time.monotonic())) is None:
+                self._slots.wait()
         if wait > 0:
             time.sleep(wait)
+
+    def _release(self) -> None:
+        with self._slots:
+            self._limiter.release(time.monotonic())
+            self._slots.notify()
 
     def _token(self, need: NeedToken) -> str:
         with self._token_lock:
