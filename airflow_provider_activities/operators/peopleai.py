@@ -315,10 +315,33 @@ class PeopleAIActivitiesToParquetOperator(_PeopleAIToParquetOperator):
     type_column = "activity_type"
     template_fields: Sequence[str] = (*_PeopleAIToParquetOperator.template_fields, "activity_type")
 
-    def __init__(self, *, output_path: str, activity_type: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        output_path: str,
+        activity_type: str | None = None,
+        start: str | datetime = "{{ data_interval_start }}",
+        end: str | datetime = "{{ data_interval_end }}",
+        peopleai_conn_id: str = DEFAULT_CONN_ID,
+        output_conn_id: str | None = None,
+        partition_by: str = "day",
+        compression: str = "zstd",
+        max_rows_per_file: int = 1_000_000,
+        **kwargs: Any,
+    ) -> None:
         if not (isinstance(activity_type, str) and _TEMPLATE.search(activity_type)):
             check_activity_type(activity_type or None)
-        super().__init__(output_path=output_path, **kwargs)
+        super().__init__(
+            output_path=output_path,
+            start=start,
+            end=end,
+            peopleai_conn_id=peopleai_conn_id,
+            output_conn_id=output_conn_id,
+            partition_by=partition_by,
+            compression=compression,
+            max_rows_per_file=max_rows_per_file,
+            **kwargs,
+        )
         self.activity_type = activity_type
 
     def _plan(self, start: datetime, end: datetime) -> PartitionPlan:
