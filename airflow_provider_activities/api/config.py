@@ -223,3 +223,20 @@ def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
         netloc = f"{netloc}:{port}"
     path = parts.path.rstrip("/")
     return f"{parts.scheme}://{netloc}{path}"
+
+
+def config_from_connection(conn_id: str, conn: Any) -> ClientConfig:
+    """Validated settings from an Airflow ``Connection``; its password is registered with
+    Airflow's secrets masker first, so it never shows in a log line."""
+    from airflow_provider_activities.compat import mask_secret
+
+    if conn.password:
+        mask_secret(conn.password)
+    return ClientConfig.from_connection(
+        conn_id=conn_id,
+        host=conn.host,
+        login=conn.login,
+        password=conn.password,
+        extra=conn.extra_dejson,
+        port=conn.port,
+    )

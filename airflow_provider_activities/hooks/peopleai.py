@@ -22,7 +22,7 @@ from typing import Any, Callable, Generator, Iterator, TypeVar
 import requests
 
 from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID, get_provider_info
-from airflow_provider_activities.api.config import ClientConfig
+from airflow_provider_activities.api.config import ClientConfig, config_from_connection
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
 from airflow_provider_activities.api.pagination import PagePlan
 from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache
@@ -117,17 +117,7 @@ class PeopleAIHook(BaseHook):
     @cached_property
     def config(self) -> ClientConfig:
         """The connection's validated settings (read once per hook)."""
-        conn = self.get_connection(self.peopleai_conn_id)
-        if conn.password:
-            mask_secret(conn.password)
-        config = ClientConfig.from_connection(
-            conn_id=self.peopleai_conn_id,
-            host=conn.host,
-            login=conn.login,
-            password=conn.password,
-            extra=conn.extra_dejson,
-            port=conn.port,
-        )
+        config = config_from_connection(self.peopleai_conn_id, self.get_connection(self.peopleai_conn_id))
         if config.unknown_extras:
             self.log.warning("Connection %r has extras this provider ignores: %s", self.peopleai_conn_id, ", ".join(config.unknown_extras))
         if not config.verify_ssl:

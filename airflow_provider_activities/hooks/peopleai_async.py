@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import aiohttp
 
 from airflow_provider_activities import DEFAULT_CONN_ID
-from airflow_provider_activities.api.config import ClientConfig
+from airflow_provider_activities.api.config import ClientConfig, config_from_connection
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
 from airflow_provider_activities.api.pagination import PagePlan
 from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache
@@ -64,17 +64,7 @@ class PeopleAIAsyncHook(BaseHook):
     async def get_config(self) -> ClientConfig:
         """The connection's validated settings (read once)."""
         if self._config is None:
-            conn = await self.aget_connection(self.peopleai_conn_id)
-            if conn.password:
-                mask_secret(conn.password)
-            config = ClientConfig.from_connection(
-                conn_id=self.peopleai_conn_id,
-                host=conn.host,
-                login=conn.login,
-                password=conn.password,
-                extra=conn.extra_dejson,
-                port=conn.port,
-            )
+            config = config_from_connection(self.peopleai_conn_id, await self.aget_connection(self.peopleai_conn_id))
             self._policy = RetryPolicy(config.max_retries, config.backoff_base, config.backoff_max)
             self._limiter = RateLimiter(config.requests_per_second)
             self._in_flight = asyncio.Semaphore(config.max_concurrency)
