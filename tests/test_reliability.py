@@ -1,0 +1,98 @@
+"""Reliability suite (issue 8): faults end to end against the sandbox, checking the data.
+
+Each scenario runs the activities operator against a :class:`Sandbox` on loopback writing real
+Parquet on ``file://``: the run either succeeds with exact data (uids per partition equal the
+sandbox's ground truth), or fails clearly leaving the previous data byte-identical, and a rerun
+then succeeds. CI uses a 429 storm of a few seconds (the issue says a minute).
+Storage failures mid-publish are covered by ``test_operators_dag.py`` / ``test_operators_s3.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_activities.testing.sandbox import Sandbox
+from tests.test_operators import (  # noqa: F401 - fixtures
+    START,
+    DAY,
+    _execute_outside_the_task_runner,
+    activities_op,
+    activity_uids_by_partition,
+    api,
+    contents,
+    expected_activity_uids,
+    lake,
+    manifests,
+    read_dataset,
+    root_of,
+    run,
+    sandbox,
+    sha256s,
+)
+
+
+def assert_exact(sb: Sandbox, output: str, count: int = 2) -> None:
+    table = read_dataset(root_of(output), "activities").to_table()
+    uids = table.column("uid").to_pylist()
+    assert len(uids) == len(set(uids))
+    assert activity_uids_by_partition(table) == expected_activity_uids(sb, START, count)
+
+
+def test_a_429_storm_is_ridden_out_with_exact_data(api: Sandbox, tmp_path: Any) -> None:
+    """50% of requests answer 429 for 3 s (CI size; the issue's storm lasts a minute)."""
+    output = lake(tmp_path)
+    api.faults.fail_ratio(0.5, 429, duration=3.0, seed=1)
+    run(activities_op(output), START, START + 2 * DAY)
+    assert_exact(api, output)
+
+
+def test_5xx_bursts_and_dropped_connections_on_several_pages(api: Sandbox, tmp_path: Any) -> None:
+    output = lake(tmp_path)
+    api.faults.fail_next(3, 503)
+    api.faults.fail_next(2, 502)
+    api.faults.drop_connection(3)
+    run(activities_op(output), START, START + 2 * DAY)
+    assert_exact(api, output)
+
+
+def test_invalid_json_pages_are_retried_with_exact_data(api: Sandbox, tmp_path: Any) -> None:
+    output = lake(tmp_path)
+    api.faults.invalid_json(3)
+    run(activities_op(output), START, START + 2 * DAY)
+    assert_exact(api, output)
+
+
+def test_a_token_revoked_mid_run_is_replaced(api: Sandbox, tmp_path: Any) -> None:
+    output = lake(tmp_path)
+    api.faults.expire_tokens_after(3)
+    run(activities_op(output), START, START + 2 * DAY)
+    assert_exact(api, output)
+
+
+def test_token_endpoint_down_for_good_fails_clearly_and_keeps_previous_data(api: Sandbox, tmp_path: Any) -> None:
+    output = lake(tmp_path)
+    run(activities_op(output), START, START + 2 * DAY)
+    before = sha256s(contents(root_of(output)))
+    api.revoke_tokens()
+    api.faults.token_endpoint_down(10_000)
+    api.faults.expire_tokens_after(1)
+    with pytest.raises(Exception) as info:
+        run(activities_op(output), START, START + 2 * DAY)
+    assert "token" in str(info.value).lower() or "/auth" in str(info.value)
+    after = {p: h for p, h in sha256s(contents(root_of(output))).items() if "_staging" not in p}
+    assert after == before
+    api.faults.reset()
+    run(activities_op(output), START, START + 2 * DAY)
+    assert_exact(api, output)
+
+
+def test_records_inserted_while_paging_are_neither_lost_nor_duplicated(api: Sandbox, tmp_path: Any) -> None:
+    output = lake(tmp_path)
+    api.faults.insert_before_offset(100, 3)
+    api.faults.overlap_pages(True)
+    run(activities_op(output), START, START + 2 * DAY)
+    assert_exact(api, output)
+    found = manifests(contents(root_of(output)), "activities")
+    assert sum(m["duplicates_dropped"] for m in found.values()) > 0
