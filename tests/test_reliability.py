@@ -96,3 +96,61 @@ def test_records_inserted_while_paging_are_neither_lost_nor_duplicated(api: Sand
     assert_exact(api, output)
     found = manifests(contents(root_of(output)), "activities")
     assert sum(m["duplicates_dropped"] for m in found.values()) > 0
+
+
+_WORKER = """
+import sys
+from datetime import datetime, timedelta, timezone
+from airflow.sdk.bases.operator import ExecutorSafeguard
+ExecutorSafeguard.test_mode = True
+from airflow_provider_activities.operators.peopleai import PeopleAIActivitiesToParquetOperator
+start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+op = PeopleAIActivitiesToParquetOperator(task_id="extract_activities", output_path=sys.argv[1])
+ctx = {"data_interval_start": start, "data_interval_end": start + timedelta(days=2),
+       "logical_date": start + timedelta(days=2), "run_id": "manual__killed", "params": {}}
+op.render_template_fields(ctx)
+print("STARTED", flush=True)
+op.execute(ctx)
+"""
+
+
+def test_a_worker_killed_mid_run_leaves_the_previous_data_and_a_rerun_is_exact(
+    api: Sandbox, tmp_path: Any, airflow_home: Any
+) -> None:
+    """SIGKILL the process running the extract while it is mid-stream (slow sandbox)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pyarrow.dataset as ds
+
+    output = lake(tmp_path)
+    run(activities_op(output), START, START + 2 * DAY)
+    before = sha256s(contents(root_of(output)))
+    api.faults.set_latency(0.3)
+    api.reset_log()
+    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home)}
+    proc = subprocess.Popen([sys.executable, "-c", _WORKER, output], env=env, stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not [r for r in api.requests if r.path != "/auth/v1/tokens"] and time.monotonic() < deadline:
+            assert proc.poll() is None, "the worker ended before any data request"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the worker finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    after = sha256s(contents(root_of(output)))
+    assert {p: h for p, h in after.items() if "_staging" not in p} == before
+    # readers see exactly the previous data despite any staging debris
+    assert_exact(api, output)
+    api.faults.set_latency(0)
+    run(activities_op(output), START, START + 2 * DAY)
+    assert_exact(api, output)
