@@ -2,7 +2,13 @@
 
 It drives the same call flows as the sync :class:`~airflow_provider_activities.hooks.peopleai.PeopleAIHook`
 (:mod:`airflow_provider_activities.api.flow`): URLs, parameters, envelopes, timestamps, token
-refresh, retry and error rules are shared; only the transport and the waiting differ.
+refresh, retry and error rules are shared; only the transport (``aiohttp``) and the waiting
+(``asyncio.sleep``, an ``asyncio.Lock`` and ``asyncio.Semaphore``) differ.
+
+Use one hook per trigger run, as an async context manager so that its HTTP session is closed::
+
+    async with PeopleAIAsyncHook("peopleai_default") as hook:
+        answer = await hook.count_ingested(since)
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any, Callable, TypeVar
 
 import aiohttp
 
-from airflow_provider_activities import DEFAULT_CONN_ID
+from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_activities.api.config import ClientConfig, config_from_connection
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
 from airflow_provider_activities.api.pagination import PagePlan
@@ -23,34 +29,48 @@ from airflow_provider_activities.api.protocol import ApiRequest, page_request, p
 from airflow_provider_activities.api.queries import ingested_query, latest_ingested_ms
 from airflow_provider_activities.api.records import ms_to_datetime
 from airflow_provider_activities.compat import BaseHook, mask_secret
-from airflow_provider_activities.hooks.peopleai import IngestCount
+from airflow_provider_activities.hooks.peopleai import MAX_PASSES, IngestCount
 
 T = TypeVar("T")
 
+#: What the transport may raise for one request; handed to the call flow as the outcome, which
+#: retries it like a 5xx. ``aiohttp.ClientError`` covers refused and dropped connections and a
+#: body cut short (``ClientPayloadError``); ``asyncio.TimeoutError`` a connect or read timeout.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
 
 class PeopleAIAsyncHook(BaseHook):
-    """Async People.ai client (one per trigger run); use ``async with`` or call :meth:`close`.
+    """Async client of the People.ai (Backstory) Activity API, for triggers.
 
-    :param peopleai_conn_id: the ``peopleai`` connection, read in the triggerer (never passed
-        through the trigger's serialized arguments).
+    It reads the same ``peopleai`` connection as :class:`~airflow_provider_activities.hooks.peopleai.PeopleAIHook`
+    (with :meth:`aget_connection`, the Task SDK's async connection API that works in the
+    triggerer), registers the API secret and every access token with Airflow's secrets masker,
+    and applies the same auth, rate limit (``requests_per_second``), concurrency cap
+    (``max_concurrency``), retries and backoff.
+
+    Use it as an async context manager, or call :meth:`close` when done.
+
+    :param peopleai_conn_id: the ``peopleai`` connection, read in the triggerer (a trigger carries
+        only this id, never a secret, in its serialized arguments).
     """
 
     conn_name_attr = "peopleai_conn_id"
     default_conn_name = DEFAULT_CONN_ID
-    conn_type = "peopleai"
+    conn_type = CONN_TYPE
     hook_name = "People.ai (async)"
 
     def __init__(self, peopleai_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.peopleai_conn_id = peopleai_conn_id
         self._config: ClientConfig | None = None
+        self._policy: RetryPolicy | None = None
+        self._limiter: RateLimiter | None = None
+        self._in_flight: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tokens = TokenCache()
         self._token_lock = asyncio.Lock()
-        self._limiter: RateLimiter | None = None
-        self._in_flight: asyncio.Semaphore | None = None
+        self._config_lock = asyncio.Lock()
         self._slots = asyncio.Condition()
-        self._policy: RetryPolicy | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(peopleai_conn_id={self.peopleai_conn_id!r})"
@@ -58,49 +78,84 @@ class PeopleAIAsyncHook(BaseHook):
     async def __aenter__(self) -> PeopleAIAsyncHook:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    # -- settings and transport -------------------------------------------------------------
+
     async def get_config(self) -> ClientConfig:
-        """The connection's validated settings (read once)."""
-        if self._config is None:
-            config = config_from_connection(self.peopleai_conn_id, await self.aget_connection(self.peopleai_conn_id))
-            self._policy = RetryPolicy(config.max_retries, config.backoff_base, config.backoff_max)
-            self._limiter = RateLimiter(config.requests_per_second)
-            self._in_flight = asyncio.Semaphore(config.max_concurrency)
-            self._config = config
+        """The connection's validated settings, read once per hook.
+
+        :raises ValueError: for a connection without key or secret, or with a bad extra.
+        :raises airflow.sdk.exceptions.AirflowNotFoundException: when the connection does not exist.
+        """
+        if self._config is not None:
+            return self._config
+        async with self._config_lock:  # concurrent first calls share one limiter and one semaphore
+            if self._config is None:
+                self._config = await self._read_config()
         return self._config
 
+    async def _read_config(self) -> ClientConfig:
+        connection = await self.aget_connection(self.peopleai_conn_id)
+        config = config_from_connection(self.peopleai_conn_id, connection)
+        if config.unknown_extras:
+            self.log.warning(
+                "Connection %r has extras this provider ignores: %s",
+                self.peopleai_conn_id, ", ".join(config.unknown_extras),
+            )
+        if not config.verify_ssl:
+            self.log.warning(
+                "Connection %r turns TLS certificate verification off (verify_ssl=false).", self.peopleai_conn_id
+            )
+        self._policy = RetryPolicy(config.max_retries, config.backoff_base, config.backoff_max)
+        self._limiter = RateLimiter(config.requests_per_second)
+        self._in_flight = asyncio.Semaphore(config.max_concurrency)
+        return config
+
+    async def get_session(self) -> aiohttp.ClientSession:
+        """The hook's ``aiohttp.ClientSession`` (one per hook, pooled for ``max_concurrency``).
+
+        Its timeouts mirror the sync hook's: ``timeout`` seconds to connect and between two
+        reads of the answer, no limit on the whole transfer.
+        """
+        config = await self.get_config()
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.timeout, sock_read=config.timeout),
+                connector=aiohttp.TCPConnector(limit=config.max_concurrency, ssl=config.verify_ssl),
+            )
+        return self._session
+
     async def close(self) -> None:
-        """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the HTTP session (the hook opens a new one if used again)."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
 
     async def _send(self, request: ApiRequest) -> Response | BaseException:
-        config = await self.get_config()
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=config.timeout),
-                connector=aiohttp.TCPConnector(limit=config.max_concurrency, ssl=None if config.verify_ssl else False),
-            )
-        assert self._in_flight is not None
-        async with self._in_flight:
-            try:
-                async with self._session.request(
-                    request.method,
-                    request.url(config),
-                    params={k: str(v) for k, v in request.params.items()} or None,
-                    data=dict(request.form) if request.form is not None else None,
-                    json=request.json_body,
-                    headers=request.headers(),
-                ) as answer:
-                    body = await answer.read()
-                    return Response(answer.status, dict(answer.headers), body)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-                return err
-            finally:
-                await self._release()
+        """Send ``request`` once; the rate-limiter slot taken by the flow's ``Pace`` is given back
+        however this ends (answer, transport error or cancellation)."""
+        try:
+            config = await self.get_config()
+            session = await self.get_session()
+            assert self._in_flight is not None
+            async with self._in_flight:
+                try:
+                    async with session.request(
+                        request.method,
+                        request.url(config),
+                        params={name: str(value) for name, value in request.params.items()} or None,
+                        data=dict(request.form) if request.form is not None else None,
+                        json=request.json_body,
+                        headers=request.headers(),
+                    ) as answer:
+                        body = await answer.read()
+                        return Response(answer.status, dict(answer.headers), body)
+                except TRANSPORT_ERRORS as err:
+                    return err
+        finally:
+            await self._release()
 
     async def _pace(self) -> None:
         assert self._limiter is not None
@@ -108,7 +163,11 @@ class PeopleAIAsyncHook(BaseHook):
             while (wait := self._limiter.acquire(time.monotonic())) is None:
                 await self._slots.wait()
         if wait > 0:
-            await asyncio.sleep(wait)
+            try:
+                await asyncio.sleep(wait)
+            except BaseException:  # cancelled while waiting: give the slot back
+                await self._release()
+                raise
 
     async def _release(self) -> None:
         assert self._limiter is not None
@@ -132,7 +191,7 @@ class PeopleAIAsyncHook(BaseHook):
             return token
 
     async def _drive(self, flow: Flow[T]) -> T:
-        """Run a call flow with this hook's transport."""
+        """Run a call flow with this hook's transport (the async twin of ``PeopleAIHook._drive``)."""
         try:
             action = next(flow)
             while True:
@@ -150,8 +209,18 @@ class PeopleAIAsyncHook(BaseHook):
         except StopIteration as finished:
             return finished.value
 
+    # -- calls --------------------------------------------------------------------------------
+
     async def run(self, request: ApiRequest, parse: Callable[[bytes], T]) -> T:
-        """Send one request with auth, rate limit and retries; return ``parse(body)``."""
+        """Send one request with auth, rate limit and retries; return ``parse(body)``.
+
+        :param request: built with :mod:`airflow_provider_activities.api.protocol` (or any
+            :class:`~airflow_provider_activities.api.protocol.ApiRequest`).
+        :param parse: reads the body of a 2xx answer; raising
+            :class:`~airflow_provider_activities.api.errors.InvalidResponseError` retries the request.
+        :raises PeopleAIAuthError: when the credentials are rejected.
+        :raises PeopleAIAPIError: on a non-retryable status, or when retries ran out.
+        """
         await self.get_config()
         assert self._policy is not None
         return await self._drive(call_flow(request, parse, self._policy))
@@ -159,14 +228,41 @@ class PeopleAIAsyncHook(BaseHook):
     async def count_ingested(
         self, since: datetime, until: datetime | None = None, activity_type: str | None = None
     ) -> IngestCount:
-        """Same answer as :meth:`PeopleAIHook.count_ingested`, read page after page."""
+        """How many activities were ingested in ``[since, until)``, and the latest ingestion time.
+
+        Same query, bounds and answer as :meth:`PeopleAIHook.count_ingested
+        <airflow_provider_activities.hooks.peopleai.PeopleAIHook.count_ingested>`, reading the
+        pages one after another (and again, up to the same number of passes, when ``meta.total``
+        moved while paging).
+
+        :param since: inclusive, timezone-aware.
+        :param until: exclusive, timezone-aware, or ``None`` for no upper bound.
+        :param activity_type: ``None`` for all types, or ``"email"``, ``"call"``, ``"meeting"``.
+        :raises ValueError: for bad input, before any HTTP call.
+        """
         query = ingested_query(since, until, activity_type)
         config = await self.get_config()
-        plan = PagePlan(limit=config.page_size)
         latest: int | None = None
-        while not plan.done:
-            offset = plan.offset
-            page = await self.run(page_request(query.path, query.filters, offset, config.page_size), parse_page)
-            plan.receive(offset, len(page.records), page.total)
-            latest = latest_ingested_ms(query.record_filter.apply(page.records), latest)
-        return IngestCount(count=query.record_filter.stats.kept, latest_ingested_at=ms_to_datetime(latest))
+        pages = 0
+        for number in range(1, MAX_PASSES + 1):
+            plan = PagePlan(limit=config.page_size)
+            while not plan.done:
+                offset = plan.offset
+                page = await self.run(page_request(query.path, query.filters, offset, config.page_size), parse_page)
+                plan.receive(offset, len(page.records), page.total)
+                pages += 1
+                latest = latest_ingested_ms(query.record_filter.apply(page.records), latest)
+            if not plan.total_changed:
+                break
+            self.log.warning(
+                "People.ai %s: meta.total moved from %s to %s while paging (records inserted or deleted); "
+                "%s to pick up records the shift may have skipped.",
+                query.path, plan.first_total, plan.total,
+                "reading again" if number < MAX_PASSES else f"gave up after {MAX_PASSES} passes",
+            )
+        stats = query.record_filter.stats
+        self.log.debug(
+            "People.ai %s: %d activities ingested since %s in %d pages (%d received, %d duplicates, %d outside).",
+            query.path, stats.kept, since.isoformat(), pages, stats.seen, stats.duplicates, stats.outside,
+        )
+        return IngestCount(count=stats.kept, latest_ingested_at=ms_to_datetime(latest))
