@@ -1,98 +1,215 @@
-"""Deferrable triggers: they wait in the triggerer, on the async People.ai client, so no worker
-slot is held. They carry the connection id, never a secret, in their serialized arguments."""
+"""Deferrable triggers: they wait in the triggerer on the async People.ai client
+(:class:`~airflow_provider_activities.hooks.peopleai_async.PeopleAIAsyncHook`), so no worker slot
+is held. They carry the connection id, never a secret, in their serialized arguments, and fire
+exactly one event.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
 from airflow_provider_activities import DEFAULT_CONN_ID
-from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIError
+from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIAuthError
 from airflow_provider_activities.api.policy import RetryPolicy
-from airflow_provider_activities.compat import BaseTrigger, TriggerEvent
+from airflow_provider_activities.api.validation import check_activity_type
+from airflow_provider_activities.compat import AirflowException, BaseTrigger, TriggerEvent
+from airflow_provider_activities.hooks.peopleai import IngestCount
 from airflow_provider_activities.hooks.peopleai_async import PeopleAIAsyncHook
+from airflow_provider_activities.partitioning import parse_moment
+
+UTC = timezone.utc
+
+#: ``error_type`` of an ``error`` event: the API rejected the credentials (the sensor fails
+#: the task without retries).
+ERROR_AUTH = "auth"
+#: ``error_type`` of an ``error`` event: a non-retryable API answer (a 4xx), or the API still
+#: failing when the deadline passed.
+ERROR_API = "api"
+#: ``error_type`` of an ``error`` event: the connection is missing or its settings are invalid.
+ERROR_CONNECTION = "connection"
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
+def parse_deadline(value: str | float | datetime | None) -> datetime | None:
+    """An absolute deadline as an aware UTC ``datetime``.
+
+    :param value: ``None`` (no deadline), epoch seconds (a number or a numeric string), an
+        ISO-8601 string with a timezone, or an aware ``datetime``.
+    :raises ValueError: naming ``deadline`` for anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"deadline={value!r} is neither epoch seconds nor an ISO-8601 datetime.")
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(float(value), UTC)
+    if isinstance(value, str):
+        try:
+            return datetime.fromtimestamp(float(value.strip()), UTC)
+        except ValueError:
+            pass
+    return parse_moment(value, "deadline")
+
+
+def _check_min_count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"min_count={value!r} must be a whole number of at least 1.")
+    return value
+
+
 class PeopleAINewActivitiesTrigger(BaseTrigger):
     """Poll until at least ``min_count`` activities were ingested at or after ``ingested_since``.
 
-    Fires exactly one event: ``{"status": "success", "count", "latest_ingested_at"}``,
-    ``{"status": "timeout", "count", "latest_ingested_at"}`` once ``deadline`` passes, or
-    ``{"status": "error", "message"}`` on a permanent error (rejected credentials, a 4xx).
-    Transient errors (429, 5xx, dropped connections) are retried inside the client.
+    Every ``poke_interval`` seconds it counts the activities ingested since ``ingested_since``
+    with :meth:`PeopleAIAsyncHook.count_ingested
+    <airflow_provider_activities.hooks.peopleai_async.PeopleAIAsyncHook.count_ingested>` (the same
+    answer as the sync hook), then fires exactly one event:
 
-    :param ingested_since: ISO-8601, timezone-aware.
-    :param activity_type: ``None`` (all), ``"email"``, ``"call"`` or ``"meeting"``.
-    :param min_count: activities needed.
+    * ``{"status": "success", "count": N, "latest_ingested_at": ISO-8601 or None}`` once
+      ``N >= min_count``;
+    * ``{"status": "timeout", "count": N, "latest_ingested_at": ..., "message": ...}`` when a poll
+      finds too few activities after ``deadline``;
+    * ``{"status": "error", "error_type": ..., "message": ...}`` on a permanent error:
+      ``error_type`` is ``"auth"`` (credentials rejected), ``"api"`` (a non-retryable answer such
+      as a 4xx, or the API still failing at the deadline) or ``"connection"`` (connection missing
+      or invalid). The message never holds a secret.
+
+    Transient errors (429, 5xx, dropped connections, timeouts, a revoked token) are retried inside
+    the client with backoff; should the retries run out, the failure is logged and the next poll
+    tries again, so an outage is never reported as "no new data".
+
+    :param ingested_since: the instant from which ingestions count (inclusive): an ISO-8601 string
+        with a timezone, or an aware ``datetime``. Serialized as ISO-8601.
+    :param activity_type: ``None`` (all types), ``"email"``, ``"call"`` or ``"meeting"``.
+    :param min_count: how many activities are needed (at least 1).
     :param peopleai_conn_id: the ``peopleai`` connection, read in the triggerer.
-    :param poke_interval: seconds between polls.
-    :param deadline: ISO-8601 instant after which the trigger gives up, or ``None``.
+    :param poke_interval: seconds between two polls.
+    :param deadline: the absolute instant after which the trigger gives up (epoch seconds,
+        ISO-8601 or an aware ``datetime``; serialized as ISO-8601), or ``None`` to wait forever.
+    :param exponential_backoff: lengthen the wait between polls as Airflow's sensors do with
+        ``exponential_backoff=True`` (``poke_interval`` doubling per poll, with jitter).
+    :param max_wait: with ``exponential_backoff``, the longest wait between two polls, in seconds.
     """
 
     def __init__(
         self,
-        ingested_since: str,
+        ingested_since: str | datetime,
         activity_type: str | None = None,
         min_count: int = 1,
         peopleai_conn_id: str = DEFAULT_CONN_ID,
         poke_interval: float = 60.0,
-        deadline: str | None = None,
+        deadline: str | float | datetime | None = None,
+        exponential_backoff: bool = False,
+        max_wait: float | None = None,
     ) -> None:
         super().__init__()
-        self.ingested_since = ingested_since
-        self.activity_type = activity_type
-        self.min_count = min_count
+        self.ingested_since: datetime = parse_moment(ingested_since, "ingested_since")
+        self.activity_type = check_activity_type(activity_type)
+        self.min_count = _check_min_count(min_count)
         self.peopleai_conn_id = peopleai_conn_id
-        self.poke_interval = poke_interval
-        self.deadline = deadline
+        if isinstance(poke_interval, bool) or not isinstance(poke_interval, (int, float)) or poke_interval < 0:
+            raise ValueError(f"poke_interval={poke_interval!r} must be a number of seconds, 0 or more.")
+        self.poke_interval = float(poke_interval)
+        self.deadline: datetime | None = parse_deadline(deadline)
+        self.exponential_backoff = bool(exponential_backoff)
+        self.max_wait = float(max_wait) if max_wait is not None else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Class path and arguments; no secret among them."""
+        """Class path and keyword arguments that re-create this trigger; no secret among them
+        (the connection is named by its id and read again in the triggerer)."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
-                "ingested_since": self.ingested_since,
+                "ingested_since": self.ingested_since.isoformat(),
                 "activity_type": self.activity_type,
                 "min_count": self.min_count,
                 "peopleai_conn_id": self.peopleai_conn_id,
                 "poke_interval": self.poke_interval,
-                "deadline": self.deadline,
+                "deadline": _iso(self.deadline),
+                "exponential_backoff": self.exponential_backoff,
+                "max_wait": self.max_wait,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll ``count_ingested`` until enough data, the deadline, or a permanent error."""
-        since = datetime.fromisoformat(self.ingested_since)
-        deadline = datetime.fromisoformat(self.deadline) if self.deadline else None
+        """Poll until enough activities, the deadline, or a permanent error; fire one event.
+
+        The HTTP session is closed before the event is fired.
+        """
+        payload = await self._wait()
+        yield TriggerEvent(payload)
+
+    async def _wait(self) -> dict[str, Any]:
+        since = self.ingested_since.isoformat()
+        poke_count = 0
         async with PeopleAIAsyncHook(self.peopleai_conn_id) as hook:
+            try:
+                await hook.get_config()
+            except (AirflowException, ValueError) as err:
+                # AirflowNotFoundException (no such connection), or invalid connection settings
+                return _error(ERROR_CONNECTION, str(err))
             while True:
+                poke_count += 1
+                failure: PeopleAIAPIError | None = None
+                answer: IngestCount | None = None
                 try:
-                    answer = await hook.count_ingested(since, activity_type=self.activity_type)
-                except (PeopleAIError, ValueError) as err:
-                    if isinstance(err, PeopleAIAPIError) and (err.status is None or RetryPolicy.retryable_status(err.status)):
-                        self.log.warning("People.ai still failing after retries (%s); polling again.", err)
-                        await asyncio.sleep(self.poke_interval)
-                        continue
-                    yield TriggerEvent({"status": "error", "message": str(err)})
-                    return
-                result = {"count": answer.count, "latest_ingested_at": _iso(answer.latest_ingested_at)}
-                if answer.count >= self.min_count:
-                    yield TriggerEvent({"status": "success", **result})
-                    return
-                now = datetime.now(timezone.utc)
-                if deadline is not None and now >= deadline:
-                    yield TriggerEvent({"status": "timeout", **result})
-                    return
-                self.log.info(
-                    "%d of %d activities ingested since %s; next poll in %.0f s.",
-                    answer.count, self.min_count, self.ingested_since, self.poke_interval,
-                )
-                wait = self.poke_interval
-                if deadline is not None:
-                    wait = max(0.0, min(wait, (deadline - now).total_seconds()))
-                await asyncio.sleep(wait)
+                    answer = await hook.count_ingested(self.ingested_since, activity_type=self.activity_type)
+                except PeopleAIAuthError as err:
+                    return _error(ERROR_AUTH, str(err))
+                except PeopleAIAPIError as err:
+                    if err.status is not None and not RetryPolicy.retryable_status(err.status):
+                        return _error(ERROR_API, str(err))
+                    failure = err
+                except ValueError as err:  # a record the client cannot read (e.g. a bad timestamp)
+                    return _error(ERROR_API, f"People.ai sent an answer the client cannot read: {err}")
+                now = datetime.now(UTC)
+                expired = self.deadline is not None and now >= self.deadline
+                if answer is not None:
+                    result = {"count": answer.count, "latest_ingested_at": _iso(answer.latest_ingested_at)}
+                    if answer.count >= self.min_count:
+                        return {"status": "success", **result}
+                    if expired:
+                        message = (
+                            f"{answer.count} of {self.min_count} activities ingested since {since} "
+                            f"at the deadline {_iso(self.deadline)}."
+                        )
+                        return {"status": "timeout", **result, "message": message}
+                    self.log.info(
+                        "%d of %d activities ingested since %s (latest at %s); next poll in %.0f s.",
+                        answer.count, self.min_count, since, result["latest_ingested_at"],
+                        self._next_interval(poke_count, now),
+                    )
+                elif expired:
+                    return _error(ERROR_API, f"People.ai was still failing at the deadline {_iso(self.deadline)}: {failure}")
+                else:
+                    self.log.warning(
+                        "People.ai still failing after the client's retries (%s); polling again in %.0f s.",
+                        failure, self._next_interval(poke_count, now),
+                    )
+                await asyncio.sleep(self._next_interval(poke_count, now))
+
+    def _next_interval(self, poke_count: int, now: datetime) -> float:
+        """Seconds until the next poll: ``poke_interval``, or with ``exponential_backoff`` the
+        interval Airflow's ``BaseSensorOperator`` would use; never past the deadline."""
+        interval = self.poke_interval
+        if self.exponential_backoff:
+            # BaseSensorOperator._get_next_poke_interval: at least 1 s, doubling, plus jitter
+            min_backoff = max(int(self.poke_interval * (2 ** min(poke_count - 2, 40))), 1)
+            seed = f"{self.peopleai_conn_id}#{self.ingested_since.isoformat()}#{poke_count}".encode()
+            run_hash = int(hashlib.sha1(seed, usedforsecurity=False).hexdigest(), 16)
+            interval = float(min_backoff + run_hash % min_backoff)
+            if self.max_wait is not None:
+                interval = min(interval, self.max_wait)
+        if self.deadline is not None:
+            interval = min(interval, max(0.0, (self.deadline - now).total_seconds()))
+        return interval
+
+
+def _error(error_type: str, message: str) -> dict[str, Any]:
+    return {"status": "error", "error_type": error_type, "message": message}
