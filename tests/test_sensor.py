@@ -156,7 +156,9 @@ class TestAsyncClientAndTrigger:
         events = run_trigger(
             PeopleAINewActivitiesTrigger(ingested_since=FAR.isoformat(), poke_interval=0.05, deadline=deadline)
         )
-        assert events == [{"status": "timeout", "count": 0, "latest_ingested_at": None}]
+        (event,) = events
+        assert (event["status"], event["count"], event["latest_ingested_at"]) == ("timeout", 0, None)
+        assert "deadline" in event["message"]
 
     def test_trigger_permanent_error(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("AIRFLOW_CONN_PEOPLEAI_DEFAULT", sandbox.connection_json().replace(SECRET, "wrong-one"))
