@@ -14,7 +14,6 @@ from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIAut
 from airflow_provider_activities.api.protocol import ACTIVITIES_PATH, page_request, parse_page
 from airflow_provider_activities.hooks.peopleai import IngestCount, PeopleAIHook
 from airflow_provider_activities.hooks.peopleai_async import PeopleAIAsyncHook
-from airflow_provider_activities.testing.pytest_plugin import peopleai_sandbox_factory  # noqa: F401
 from airflow_provider_activities.testing.sandbox import Sandbox
 
 T = TypeVar("T")
@@ -30,12 +29,12 @@ def connect(monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox, **extra: Any) -> 
 
 
 @pytest.fixture
-def sandbox(peopleai_sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     """1200 activities over 4 days, no rate limit, the connection pointing at it."""
-    sb = peopleai_sandbox_factory(seed=7, activities=1200, start=START, days=4, client_secret=SECRET)
-    connect(monkeypatch, sb)
-    yield sb
-    assert sb.errors == []
+    with Sandbox(seed=7, activities=1200, start=START, days=4, rate_limit=None, client_secret=SECRET) as sb:
+        connect(monkeypatch, sb)
+        yield sb
+        assert sb.errors == []
 
 
 def run(coroutine_function: Callable[[PeopleAIAsyncHook], Coroutine[Any, Any, T]]) -> T:
@@ -157,18 +156,18 @@ class TestClient:
         }
         assert sandbox.stats["tokens_issued"] == 1 and sandbox.stats["502"] == 1
 
-    def test_rate_limit_and_concurrency_respected(
-        self, peopleai_sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        sandbox = peopleai_sandbox_factory(seed=3, activities=600, start=START, days=2, rate_limit=5.0, max_concurrency=2)
-        connect(monkeypatch, sandbox, page_size=100, requests_per_second=5, max_concurrency=2)
+    def test_rate_limit_and_concurrency_respected(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Concurrent first calls share one limiter: a sandbox enforcing 5/s and 2 in flight never says 429."""
+        kinds = ("email", "call", "meeting")
 
         async def three(hook: PeopleAIAsyncHook) -> list[IngestCount]:
-            return list(await asyncio.gather(*(hook.count_ingested(START, activity_type=kind) for kind in ("email", "call", "meeting"))))
+            return list(await asyncio.gather(*(hook.count_ingested(START, activity_type=kind) for kind in kinds)))
 
-        answers = run(three)
-        assert [a.count for a in answers] == [truth(sandbox, START, activity_type=k).count for k in ("email", "call", "meeting")]
-        stats = sandbox.stats
+        with Sandbox(seed=3, activities=600, start=START, days=2, rate_limit=5.0, max_concurrency=2) as sandbox:
+            connect(monkeypatch, sandbox, page_size=100, requests_per_second=5, max_concurrency=2)
+            answers = run(three)
+            assert [a.count for a in answers] == [truth(sandbox, START, activity_type=k).count for k in kinds]
+            stats = sandbox.stats
         assert stats.get("429", 0) == 0 and stats["tokens_issued"] == 1, stats
 
     def test_connection_refused_is_retried_then_reported(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,6 +175,17 @@ class TestClient:
         sandbox.stop()
         with pytest.raises(PeopleAIAPIError, match=r"POST /auth/v1/tokens failed after 3 attempts: no response: Client"):
             async_count(START)
+
+    def test_read_timeout_is_retried_then_reported_like_the_sync_hook(
+        self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        connect(monkeypatch, sandbox, timeout=0.2, max_retries=1)
+        sandbox.faults.set_latency(1.0)
+        for count in (sync_count, async_count):
+            with pytest.raises(PeopleAIAPIError, match=r"POST /auth/v1/tokens failed after 2 attempts: no response: .*[Tt]imeout"):
+                count(START)
+        sandbox.faults.set_latency(0.1)  # slower than before, faster than the timeout
+        assert async_count(START + timedelta(days=3)) == truth(sandbox, START + timedelta(days=3))
 
     def test_non_retryable_status_fails_at_once(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
         connect(monkeypatch, sandbox, page_size=100_000)

@@ -10,7 +10,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pendulum
 import pytest
@@ -18,7 +18,6 @@ import pytest
 from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIError
 from airflow_provider_activities.compat import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 from airflow_provider_activities.sensors.peopleai import PeopleAINewActivitiesSensor
-from airflow_provider_activities.testing.pytest_plugin import peopleai_sandbox_factory  # noqa: F401
 from airflow_provider_activities.testing.sandbox import Sandbox
 from airflow_provider_activities.triggers.peopleai import PeopleAINewActivitiesTrigger
 from tests.dag_fixtures import airflow_db  # noqa: F401
@@ -36,11 +35,11 @@ def connect(monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox, **extra: Any) -> 
 
 
 @pytest.fixture
-def sandbox(peopleai_sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    sb = peopleai_sandbox_factory(seed=4, activities=1200, start=START, days=4, client_secret=SECRET)
-    connect(monkeypatch, sb)
-    yield sb
-    assert sb.errors == []
+def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    with Sandbox(seed=4, activities=1200, start=START, days=4, rate_limit=None, client_secret=SECRET) as sb:
+        connect(monkeypatch, sb)
+        yield sb
+        assert sb.errors == []
 
 
 def truth(sandbox: Sandbox, since: datetime, activity_type: str | None = None) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import pytest
 
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook
 from airflow_provider_activities.hooks.peopleai_async import PeopleAIAsyncHook
-from airflow_provider_activities.testing.pytest_plugin import peopleai_sandbox_factory  # noqa: F401
 from airflow_provider_activities.testing.sandbox import Sandbox
 from airflow_provider_activities.triggers import peopleai as triggers_module
 from airflow_provider_activities.triggers.peopleai import PeopleAINewActivitiesTrigger
@@ -29,11 +28,11 @@ def connect(monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox, **extra: Any) -> 
 
 
 @pytest.fixture
-def sandbox(peopleai_sandbox_factory: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    sb = peopleai_sandbox_factory(seed=11, activities=1200, start=START, days=4, client_secret=SECRET)
-    connect(monkeypatch, sb)
-    yield sb
-    assert sb.errors == []
+def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    with Sandbox(seed=11, activities=1200, start=START, days=4, rate_limit=None, client_secret=SECRET) as sb:
+        connect(monkeypatch, sb)
+        yield sb
+        assert sb.errors == []
 
 
 def run_trigger(trigger: PeopleAINewActivitiesTrigger, during: Callable[[], Any] | None = None, after: float = 0.0) -> list[dict[str, Any]]:
