@@ -179,9 +179,154 @@ PARTICIPANT_SCHEMA: pa.Schema = pa.schema(
 
 
 # --------------------------------------------------------------------------------------------
-# Raw Activity Data API (bulk export jobs): the nested export record schema goes here
-# (RAW_ACTIVITY_SCHEMA, from raw-activity-data-schema.txt), built with the same helpers.
+# Raw Activity Data API (bulk export jobs), from raw-activity-data-schema.txt
 # --------------------------------------------------------------------------------------------
+# The export's records are nested. The vendor's shared objects map to Arrow as:
+#   "Array of String" -> list<string>; "Array of <Object>" -> list<struct>; "Type of: <Object>" -> struct;
+#   "yyyy-MM-ddTHH:mm:ssZ (UTC)" -> timestamp("ms", tz="UTC"); "yyyy-MM-dd (UTC)" -> date32;
+#   Integer -> int64; Boolean -> bool; String -> string.
+# The shared objects Account, Opportunity, Lead and "Matched CRM object" are documented but no field
+# of the schema refers to them: a record carrying them keeps them in ``_extra``.
+
+DATE = pa.date32()
+"""The Arrow type of the export's day fields (campaign start and end dates)."""
+
+
+def _struct(*fields: pa.Field) -> pa.StructType:
+    return pa.struct(list(fields))
+
+
+RAW_TEAM = _struct(
+    _field("crm_id", pa.string(), "Unique CRM identifier for the team (empty for teams created in Backstory)"),
+    _field("team_name", pa.string(), "Team name"),
+    _field(
+        "parent_team_crm_id",
+        pa.string(),
+        "Unique CRM identifier for the team's parent team (empty for teams created in Backstory)",
+    ),
+)
+"""Team (shared object): the team of an internal participant."""
+
+RAW_CAMPAIGN = _struct(
+    _field("crm_id", pa.string(), "Unique CRM identifier for the campaign"),
+    _field("name", pa.string(), "Campaign name"),
+    _field("start_date", DATE, "Start date for the campaign"),
+    _field("end_date", DATE, "End date for the campaign"),
+)
+"""Campaign (shared object)."""
+
+RAW_CRM_STATUS = _struct(
+    _field("pushed", pa.bool_(), "Boolean indicating whether or not the activity was pushed to CRM"),
+    _field("push_time", TIMESTAMP, "The time the CRM push was initiated"),
+    _field("crm_id", pa.string(), "Unique CRM identifier for the pushed object"),
+    _field("matched_to", pa.string(), 'One of: "account", "opportunity", "lead", "none"'),
+)
+"""CRM status (shared object): ``crm_status`` and the experimental ``internal_match_status``."""
+
+RAW_STATS = _struct(
+    _field("total_participants", pa.int64(), "Total number of participants in the activity"),
+    _field("internal_participants", pa.int64(), "Total number of internal participants in the activity"),
+    _field("external_participants", pa.int64(), "Total number of external participants in the activity"),
+    _field("contacts_participants", pa.int64(), "Total number of contacts on the activity"),
+    _field("participants_on_to_line", pa.int64(), "(emails only) Total number of participants on the To: line"),
+    _field("participants_on_cc_line", pa.int64(), "(emails only) Total number of participants on the Cc: line"),
+    _field(
+        "accepted_participants", pa.int64(), "(meetings only) Total number of participants who have accepted the meeting"
+    ),
+    _field(
+        "declined_participants", pa.int64(), "(meetings only) Total number of participants who have declined the meeting"
+    ),
+    _field(
+        "tentative_participants",
+        pa.int64(),
+        "(meetings only) Total number of participants who have tentatively accepted the meeting",
+    ),
+)
+"""Activity statistics (shared object)."""
+
+RAW_PARTICIPANT = _struct(
+    _field("peopleai_id", pa.string(), "Unique Backstory identifier for the person"),
+    _field("crm_id", pa.string(), "Unique CRM identifier for the person"),
+    _field("name", pa.string(), "(User) name of the person"),
+    _field("title", pa.string(), "Title for the person, as taken from People Graph"),
+    _field("phone", pa.string(), "Phone number for the person"),
+    _field("email", pa.string(), "Email address for the person"),
+    _field("role", pa.string(), 'One of: "originator", "participant", "optional_participant"'),
+    _field("type", pa.string(), 'One of: "internal", "external"'),
+    _field("time_spent", pa.int64(), "Time spent on the activity by the participant in seconds"),
+    _field("team", RAW_TEAM, "The team of the internal participant"),
+    _field("matched_as", pa.string(), 'For external participants, one of: "contact", "lead", "none"'),
+    _field(
+        "status",
+        pa.string(),
+        '(meetings only) For meeting participants, one of: "pending", "accepted", "declined", "tentative"',
+    ),
+)
+"""Participant (shared object, extends Person)."""
+
+RAW_ACTIVITY_SCHEMA: pa.Schema = pa.schema(
+    [
+        _field("uid", pa.string(), "Unique Backstory identifier for the activity"),
+        _field(
+            "source_id",
+            pa.string(),
+            "Unique identifier for the activity taken from the source system. In case of calls, the ID of the "
+            "activity in CRM",
+        ),
+        _field("type", pa.string(), 'Backstory-classified activity type. One of: "email", "meeting", "call"'),
+        _field("subject", pa.string(), "Subject line of email"),
+        _field("summary", pa.string(), "Subject line of meeting"),
+        _field(
+            "direction",
+            pa.string(),
+            'Direction of the activity ("outbound": outbound from the user\'s organization, "inbound": outbound '
+            'from anyone else, "internal": internal-only activity)',
+        ),
+        _field("timestamp", TIMESTAMP, "Time of the activity"),
+        _field("ingest_timestamp", TIMESTAMP, "Time of activity ingestion or reprocessing"),
+        _field("tags", pa.list_(pa.string()), "An array of the Backstory tags associated with the activity"),
+        _field("campaigns", pa.list_(RAW_CAMPAIGN), "The activity's associated campaigns"),
+        _field("crm_status", RAW_CRM_STATUS, "CRM status"),
+        _field("stats", RAW_STATS, "Activity statistics"),
+        _field("participants", pa.list_(RAW_PARTICIPANT), "Activity participants"),
+        _field(
+            "in_reply_to_source_id",
+            pa.string(),
+            "(emails only) Unique source system identifier of the activity being replied to",
+        ),
+        _field("reply_received", pa.bool_(), "(emails only) Flag indicating a reply has been received for the activity"),
+        _field(
+            "attachment_file_names",
+            pa.list_(pa.string()),
+            "(emails only) File names of the files attached to the email activity",
+        ),
+        _field("start_time", TIMESTAMP, "(meetings only) Start time of the meeting activity"),
+        _field("end_time", TIMESTAMP, "(meetings only) End time of the meeting activity"),
+        _field("duration", pa.int64(), "(meetings and calls only) Duration of the meeting in seconds"),
+        _field("all_day", pa.bool_(), "(meetings only) A flag indicating the meeting is an all-day meeting"),
+        _field("location", pa.string(), "(meetings only) Location for the meeting"),
+        _field("outbound_phone_number", pa.string(), "(calls only) Outbound phone number"),
+        _field(
+            "status",
+            pa.string(),
+            '(meetings only) Status of the meeting. One of: "scheduled", "rescheduled", "completed", or "canceled"',
+        ),
+        _field("created", TIMESTAMP, "Denotes when the activity was created"),
+        _field(
+            "internal_match_status",
+            RAW_CRM_STATUS,
+            "(experimental) Match details for internal-only activities",
+        ),
+        _field(
+            EXTRA_FIELD,
+            pa.string(),
+            _EXTRA_DESCRIPTION
+            + " Keys unknown inside a nested object are kept too, by path: \"crm_status.new_key\", "
+            "\"participants[2].new_key\".",
+        ),
+    ]
+)
+"""One record of a Raw Activity Data export (all activity types; fields of other types null)."""
 
 
 def file_schema(schema: pa.Schema, partition_columns: Iterable[str]) -> pa.Schema:

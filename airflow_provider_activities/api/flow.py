@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Statuses that carry a ``Location`` to follow, for flows that ask for redirects (``on_redirect``).
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
 
 @dataclass(frozen=True)
 class Send:
@@ -81,6 +84,7 @@ def call_flow(
     request: ApiRequest,
     parse: Callable[[bytes], T],
     policy: RetryPolicy,
+    on_redirect: Callable[[Response], T] | None = None,
 ) -> Flow[T]:
     """Send ``request`` until it succeeds and ``parse`` accepts the body, or fails for good.
 
@@ -88,6 +92,10 @@ def call_flow(
     errors, and bodies ``parse`` rejects as invalid. A 401 on an authenticated request gets one
     fresh token and one more try, outside the retry budget. Anything else raises
     :class:`PeopleAIAPIError` naming method, path, offset, status, and the API's message and trace id.
+
+    :param on_redirect: when given, a 301/302/303/307/308 answer returns ``on_redirect(response)``
+        instead of failing (the export download follows redirects itself, see
+        :func:`airflow_provider_activities.api.export.download_flow`); ``None`` keeps the default.
     """
     attempts = 0
     reauthenticated = False
@@ -114,6 +122,8 @@ def call_flow(
                 return parse(outcome.body)
             except InvalidResponseError as err:
                 problem, status, trace_id = str(err), outcome.status, None
+        elif on_redirect is not None and outcome.status in REDIRECT_STATUSES:
+            return on_redirect(outcome)
         else:
             message, trace_id = parse_error(outcome.body)
             status, headers = outcome.status, outcome.headers

@@ -32,6 +32,9 @@ class ApiRequest:
     :param authenticated: whether a bearer token must be attached.
     :param offset: the page offset, for error messages.
     :param bearer: the token attached by the call flow (never set by builders, never logged).
+    :param absolute_url: a whole URL to send to instead of ``base_url + path`` (a redirect
+        target, e.g. a pre-signed file URL whose query string is a credential: never logged;
+        ``path`` then holds its path only, for messages).
     """
 
     method: str
@@ -42,9 +45,12 @@ class ApiRequest:
     authenticated: bool = True
     offset: int | None = None
     bearer: str | None = field(default=None, repr=False)
+    absolute_url: str | None = field(default=None, repr=False)
 
     def url(self, config: ClientConfig) -> str:
-        """The absolute URL (without the query string)."""
+        """The absolute URL (without the query string of ``params``)."""
+        if self.absolute_url is not None:
+            return self.absolute_url
         return config.base_url + self.path
 
     def headers(self) -> dict[str, str]:

@@ -11,11 +11,14 @@ client-side bounds and de-duplication of every record. The rules live in
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from functools import cached_property
 from typing import Any, Callable, Generator, Iterator, TypeVar
 
@@ -23,6 +26,22 @@ import requests
 
 from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID, get_provider_info
 from airflow_provider_activities.api.config import ClientConfig, config_from_connection
+from airflow_provider_activities.api.export import (
+    ExportFile,
+    ExportFileSink,
+    ExportJob,
+    ExportJobSpec,
+    check_export_activity_type,
+    check_export_range,
+    check_export_type,
+    create_job_request,
+    download_flow,
+    iter_export_lines,
+    job_data_request,
+    job_status_request,
+    parse_created_job,
+    parse_export_job,
+)
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
 from airflow_provider_activities.api.pagination import PagePlan
 from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache
@@ -38,8 +57,10 @@ from airflow_provider_activities.api.records import FilterStats, ms_to_datetime
 from airflow_provider_activities.compat import BaseHook, mask_secret
 
 T = TypeVar("T")
+Sender = Callable[[ApiRequest], "Response | BaseException"]
 
 PROGRESS_EVERY_SECONDS = 10.0
+DOWNLOAD_CHUNK_BYTES = 1 << 20
 MAX_PASSES = 3  # reads of one query when meta.total keeps moving under it
 
 
@@ -88,7 +109,8 @@ class PeopleAIHook(BaseHook):
     :param peopleai_conn_id: the Airflow connection (type ``peopleai``): login is the API key,
         password the API secret, host the base URL (``https://api.people.ai`` when empty);
         extras ``token_path``, ``page_size``, ``requests_per_second``, ``max_concurrency``,
-        ``timeout``, ``max_retries``, ``backoff_base``, ``backoff_max``, ``verify_ssl``.
+        ``timeout``, ``max_retries``, ``backoff_base``, ``backoff_max``, ``verify_ssl``, and for the
+        bulk export ``export_jobs_path``, ``export_status_path``, ``export_data_path``.
     """
 
     conn_name_attr = "peopleai_conn_id"
@@ -199,13 +221,43 @@ class PeopleAIHook(BaseHook):
                 token = minted.access_token
             return token
 
-    def _drive(self, flow: Flow[T]) -> T:
-        """Run a call flow with this hook's transport."""
+    def _send_to_sink(self, request: ApiRequest, sink: ExportFileSink) -> Response | BaseException:
+        """Send ``request`` without following redirects; stream a 2xx body into ``sink`` (the
+        answer then has an empty body), read other answers whole (errors and redirects are small)."""
+        session = self.get_conn()
+        with self._in_flight:
+            try:
+                with session.request(
+                    request.method,
+                    request.url(self.config),
+                    params=request.params or None,
+                    headers=request.headers(),
+                    timeout=self.config.timeout,
+                    stream=True,
+                    allow_redirects=False,
+                ) as answer:
+                    if not 200 <= answer.status_code < 300:
+                        return Response(answer.status_code, answer.headers, answer.content)
+                    sink.begin()
+                    try:
+                        for chunk in answer.iter_content(DOWNLOAD_CHUNK_BYTES):
+                            sink.write(chunk)
+                    finally:
+                        sink.end()
+                    return Response(answer.status_code, answer.headers, b"")
+            except requests.RequestException as err:
+                return err
+            finally:
+                self._release()
+
+    def _drive(self, flow: Flow[T], send: Sender | None = None) -> T:
+        """Run a call flow with this hook's transport (``send`` replaces the plain sender)."""
+        send = send or self._send
         try:
             action = next(flow)
             while True:
                 if isinstance(action, Send):
-                    outcome: Any = self._send(action.request)
+                    outcome: Any = send(action.request)
                 elif isinstance(action, Pace):
                     self._pace()
                     outcome = None
@@ -370,3 +422,93 @@ class PeopleAIHook(BaseHook):
             return False, str(err)
         total = f"{page.total} activities visible" if page.total is not None else "activities readable"
         return True, f"Connected to People.ai at {self.config.base_url}: token accepted, {total}."
+
+    # -- bulk export (Raw Activity Data API) ------------------------------------------------------
+
+    def create_export_job(
+        self,
+        start_date: date | datetime | str,
+        end_date: date | datetime | str,
+        export_type: str,
+        activity_type: str = "all",
+    ) -> ExportJob:
+        """Start an export job of the days ``[start_date, end_date]`` (both inclusive, UTC).
+
+        :param start_date: first day: a ``date``, ``"YYYY-MM-DD"``, or an aware UTC-midnight ``datetime``.
+        :param end_date: last day, the same forms; at most 365 days after ``start_date`` for a
+            snapshot, 14 for a delta (both ends counted).
+        :param export_type: ``"snapshot"`` (by activity date) or ``"delta"`` (by processing date).
+        :param activity_type: ``"all"``, ``"email"``, ``"meeting"`` or ``"call"``.
+        :return: the job (``Queued`` as a rule).
+        :raises ValueError: for bad input, before any HTTP call.
+        :raises PeopleAIAPIError: when the API refuses it (a 429 or "too many jobs" answer after the
+            retries: see :func:`~airflow_provider_activities.api.export.is_capacity_error`).
+        """
+        export_type = check_export_type(export_type)
+        activity_type = check_export_activity_type(activity_type)
+        first, last = check_export_range(start_date, end_date, export_type)
+        return self.start_export_job(ExportJobSpec(first, last, export_type, activity_type))
+
+    def start_export_job(self, spec: ExportJobSpec) -> ExportJob:
+        """Start the export job ``spec`` describes (see :meth:`create_export_job`)."""
+        job = self.run(create_job_request(self.config, spec), parse_created_job)
+        self.log.info(
+            "People.ai export job %s created: %s %s of %s to %s (%s).",
+            job.job_id, spec.export_type, spec.activity_type, spec.start_date, spec.end_date, job.state,
+        )
+        return job
+
+    def get_export_job(self, job_id: str) -> ExportJob:
+        """The current state and parameters of an export job.
+
+        :raises ValueError: for a malformed job id, before any HTTP call.
+        :raises PeopleAIAPIError: e.g. 404 once the API no longer knows the job.
+        """
+        return self.run(job_status_request(self.config, job_id), parse_export_job)
+
+    def download_export(self, job_id: str, path: str | os.PathLike[str]) -> ExportFile:
+        """Download a completed job's data into the local file ``path``, as sent (gzip or not).
+
+        The data endpoint may answer the JSON Lines or redirect to a file URL. Redirects are
+        followed to ``https`` URLs (or ``http`` on loopback) only; the bearer token is sent to the
+        API's own origin only, never to another host (a pre-signed file URL needs none). The body
+        is streamed to disk chunk by chunk; a gzip body (recognised by its magic bytes, whatever
+        the headers say) is checked to be complete while it arrives. A dropped connection, a 5xx or
+        a truncated gzip stream restarts the download, with the usual retries and backoff.
+
+        :return: the file, whether it is gzip, its size and the size of the JSON Lines it holds.
+        """
+        target = os.fspath(path)
+        sink = ExportFileSink(target)
+        started = time.monotonic()
+        try:
+            found = self._drive(
+                download_flow(job_data_request(self.config, job_id), self.config, self._policy, sink.result),
+                send=lambda request: self._send_to_sink(request, sink),
+            )
+        finally:
+            sink.close()
+        seconds = time.monotonic() - started
+        self.log.info(
+            "People.ai export job %s: downloaded %d bytes (%s, %d bytes of JSON Lines) in %.1f s.",
+            job_id, found.bytes, "gzip" if found.compressed else "plain", found.content_bytes, seconds,
+        )
+        return found
+
+    def iter_export_records(self, job_id: str, directory: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every record of a completed job's data, in file order, as the API wrote it.
+
+        The data is first streamed to a temporary file (see :meth:`download_export`), then read one
+        line at a time, so memory does not grow with the file; the file is removed when the
+        iteration ends or is closed. Records are plain dicts (timestamps as sent, e.g.
+        ``"2026-11-01T03:04:05Z"``); nothing is filtered or de-duplicated here.
+
+        :param directory: where the temporary file goes (the system's temporary directory by default).
+        :raises ExportFileError: for a line that is not a JSON object.
+        """
+        folder = tempfile.mkdtemp(prefix="peopleai-export-", dir=directory)
+        try:
+            found = self.download_export(job_id, os.path.join(folder, "data.jsonl"))
+            yield from iter_export_lines(found.path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
