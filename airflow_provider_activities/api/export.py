@@ -543,7 +543,31 @@ class ExportFileSink:
             self._compressed, self._content = False, self._size
         if self._compressed and self._in_member:
             raise InvalidResponseError(f"export file: gzip stream cut short after {self._size} bytes")
+        if not self._compressed and not _last_line_complete(self.path):
+            raise InvalidResponseError(f"export file: its last line is not a whole JSON object (cut short after {self._size} bytes?)")
         return ExportFile(path=self.path, compressed=self._compressed, bytes=self._size, content_bytes=self._content)
+
+
+_TAIL_BYTES = 1 << 20
+
+
+def _last_line_complete(path: str) -> bool:
+    """Whether the last non-blank line of a plain JSON Lines file parses (a body cut short in the
+    middle of a record does not); a last line longer than 1 MiB is not checked."""
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        file.seek(max(0, size - _TAIL_BYTES))
+        tail = file.read().rstrip()
+    if not tail:
+        return True
+    newline = tail.rfind(b"\n")
+    if newline < 0 and size > _TAIL_BYTES:
+        return True
+    try:
+        json.loads(tail[newline + 1 :])
+    except ValueError:
+        return False
+    return True
 
 
 class ExportFileError(ValueError):

@@ -25,6 +25,12 @@ Endpoints: ``POST /auth/v1/tokens`` (form-encoded client credentials) and ``GET`
 ``ingested-from`` and ``ingested-to`` (days, both inclusive; other parameters are ignored,
 like the real API). The server holds no wall-clock state in its data: the same seed serves
 the same bytes.
+
+Bulk export (Raw Activity Data): ``POST /pull/v1/export/activities/jobs``, ``GET
+/pull/v1/export/activities/jobs/{job_id}`` and ``.../{job_id}/data``, which redirects to a
+pre-signed ``/pull/v1/export/files/{job_id}.jsonl.gz`` on this server or on a second loopback
+"file host"; see :mod:`._export` and ``sandbox.export`` (its knobs, jobs and ground truth), and
+:meth:`Sandbox.expected_export_records`.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from airflow_provider_activities.testing._data import ACTIVITY_TYPES, DAY_MS, MIN_LAG_MS, Generator, to_ms
+from airflow_provider_activities.testing._export import EXPORT_FILES_PATH, ExportService
 from airflow_provider_activities.testing._faults import KNOBS, Failure, Faults
 from airflow_provider_activities.testing._store import Filter, Item, Store, View
 
@@ -146,16 +153,17 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, sandbox: Sandbox, port: int) -> None:
+    def __init__(self, sandbox: Sandbox, port: int, host: str = "127.0.0.1", file_host: bool = False) -> None:
         self.sandbox = sandbox
+        self.file_host = file_host
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__((host, port), _Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve the host name (getfqdn), which can be slow.
         TCPServer.server_bind(self)
-        self.server_name = "127.0.0.1"
+        self.server_name = self.server_address[0]
         self.server_port = self.server_address[1]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -287,15 +295,19 @@ class Sandbox:
         self._page_cache_bytes = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._file_server: _Server | None = None
+        self._file_thread: threading.Thread | None = None
+        self.export = ExportService(self._gen, self._store, client_secret)
+        """The bulk export API: its knobs (``export.settings``), jobs and files (see :mod:`._export`)."""
         self._routes: list[_Route] = [
             _Route("POST", TOKEN_PATH, self._token_endpoint, auth=False, token=True),
             _Route("GET", ACTIVITIES_PATH, self._data_endpoint),
             *(_Route("GET", f"{ACTIVITIES_PATH}/{kind}", self._data_endpoint) for kind in ACTIVITY_TYPES),
             _Route("GET", PARTICIPANTS_PATH, self._data_endpoint),
-            # Bulk export (Raw Activity Data) endpoints plug in here, e.g.
-            #   _Route("POST", EXPORT_JOBS_PATH, self._export_create),
-            #   _Route("GET", EXPORT_JOBS_PATH, self._export_status_or_data, prefix=True),
-            # Until then every path under EXPORT_JOBS_PATH answers 404 like any unknown path.
+            # Bulk export (Raw Activity Data): jobs, their status and data, and the signed files.
+            _Route("POST", EXPORT_JOBS_PATH, self._export_create),
+            _Route("GET", EXPORT_JOBS_PATH, self._export_status_or_data, prefix=True),
+            _Route("GET", EXPORT_FILES_PATH, self._export_file, prefix=True, auth=False),
         ]
 
     # ----- life cycle -----------------------------------------------------------------------------
@@ -309,19 +321,37 @@ class Sandbox:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="peopleai-sandbox", daemon=True
         )
         self._thread.start()
+        self._file_server = self._bind_file_host()
+        self._file_thread = threading.Thread(
+            target=self._file_server.serve_forever, kwargs={"poll_interval": 0.05}, name="peopleai-sandbox-files", daemon=True
+        )
+        self._file_thread.start()
+        self.export.base_url = self.base_url
+        self.export.file_host_url = self.file_host_url
         return self
+
+    def _bind_file_host(self) -> _Server:
+        """The file host: ``127.0.0.2`` (another loopback host), or another port of ``127.0.0.1``
+        where that address cannot be bound (e.g. macOS)."""
+        try:
+            return _Server(self, 0, host="127.0.0.2", file_host=True)
+        except OSError:
+            return _Server(self, 0, host="127.0.0.1", file_host=True)
 
     def stop(self) -> None:
         """Stop serving, close every open connection and release the port. Idempotent."""
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        for running, thread in ((server, self._thread), (self._file_server, self._file_thread)):
+            if running is None:
+                continue
+            running.shutdown()
+            running.close_connections()
+            running.server_close()
+            if thread is not None:
+                thread.join(timeout=5)
+        self._thread = self._file_server = self._file_thread = None
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -347,6 +377,13 @@ class Sandbox:
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>`` (after :meth:`start`)."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def file_host_url(self) -> str:
+        """``http://127.0.0.2:<port>``: the second loopback host serving export files (after :meth:`start`)."""
+        if self._file_server is None:
+            raise RuntimeError("the sandbox is not started")
+        return f"http://{self._file_server.server_name}:{self._file_server.server_port}"
 
     @property
     def data_start(self) -> datetime:
@@ -531,6 +568,30 @@ class Sandbox:
             self._stats["inserted"] += len(added)
         return added
 
+    def expected_export_records(
+        self, start_date: date | str, end_date: date | str, export_type: str = "snapshot", activity_type: str = "all"
+    ) -> list[dict[str, Any]]:
+        """What a correct client writes from an export job of these days, records as served.
+
+        Snapshot: records whose ``timestamp`` is in ``[start_date, end_date]`` (UTC days, both
+        inclusive); delta: records whose ``ingest_timestamp`` is. Each ``uid`` once per UTC day of
+        that field, the latest ``ingest_timestamp`` winning; ordered by that field, then ``uid``.
+        Times are as the file writes them (``export.settings.timestamp_format``).
+
+        :param start_date: first day (``date`` or ``YYYY-MM-DD``).
+        :param end_date: last day.
+        :param export_type: ``snapshot`` or ``delta``.
+        :param activity_type: ``all``, ``email``, ``meeting`` or ``call``.
+        """
+        return self.export.expected_records(start_date, end_date, export_type, activity_type)
+
+    def export_file_records(
+        self, start_date: date | str, end_date: date | str, export_type: str = "snapshot", activity_type: str = "all"
+    ) -> list[dict[str, Any]]:
+        """The records an export job of these days puts in its file, in order (with the duplicates
+        and out-of-range records the ``export.settings`` knobs add)."""
+        return self.export.file_records(start_date, end_date, export_type, activity_type)
+
     def _bounds(self, start: Any, end: Any, activity_type: str | None, by: str) -> Filter:
         if activity_type is not None and activity_type not in ACTIVITY_TYPES:
             raise ValueError(f"activity_type must be one of {ACTIVITY_TYPES} or None, got {activity_type!r}")
@@ -558,7 +619,10 @@ class Sandbox:
         with self._lock:
             self._in_flight += 1
         try:
-            response = self._answer(request)
+            if handler.server.file_host:
+                response = self._answer_file_host(request, handler.server.server_name)
+            else:
+                response = self._answer(request)
         except Exception:
             self._errors.append(traceback.format_exc())
             response = self._error(500, request.path, "sandbox error")
@@ -599,6 +663,15 @@ class Sandbox:
             return self._error(401, request.path)
         return route.handler(request)
 
+    def _answer_file_host(self, request: _Request, host: str) -> _Response:
+        """The file host serves signed export files only, with no rate limit (a file store)."""
+        if request.method != "GET" or not request.path.startswith(EXPORT_FILES_PATH + "/"):
+            return self._error(404, request.path, f"No handler for {request.method} {request.path}")
+        failure = self.faults.take_failure(request.path, False)
+        if failure is not None:
+            return self._error(failure.status, request.path, fault=failure.fault)
+        return self._with_body_fault(request.path, self.export.file(request, self._error, host, foreign=True))
+
     def _admit(self, now: float) -> str | None:
         """``None`` if the request is within the limits, else the limit it broke."""
         with self._lock:
@@ -638,7 +711,8 @@ class Sandbox:
     def _send(self, handler: _Handler, request: _Request, response: _Response) -> None:
         body = response.body
         handler.send_response(response.status)
-        handler.send_header("Content-Type", "application/json; charset=utf-8")
+        if not any(name.lower() == "content-type" for name in response.headers):
+            handler.send_header("Content-Type", "application/json; charset=utf-8")
         handler.send_header("Content-Length", str(len(body)))
         for name, value in response.headers.items():
             handler.send_header(name, value)
@@ -694,6 +768,26 @@ class Sandbox:
         ttl = self.token_ttl
         body = {"access_token": token, "token_type": "bearer", "expires_in": int(ttl) if float(ttl).is_integer() else ttl}
         return _Response(200, json.dumps(body).encode())
+
+    def _export_create(self, request: _Request) -> _Response:
+        return self.export.create(request, self._error)
+
+    def _export_status_or_data(self, request: _Request) -> _Response:
+        response = self.export.status_or_data(request, self._error)
+        return self._with_body_fault(request.path, response) if request.path.endswith("/data") else response
+
+    def _export_file(self, request: _Request) -> _Response:
+        return self._with_body_fault(request.path, self.export.file(request, self._error, "127.0.0.1", foreign=False))
+
+    def _with_body_fault(self, path: str, response: _Response) -> _Response:
+        """Apply ``drop_connection`` / ``invalid_json`` (a body cut in half) to a data answer."""
+        if response.status != 200:
+            return response
+        body_fault = self.faults.take_body_fault(path)
+        if body_fault == "invalid_json":
+            response.body = response.body[: max(1, len(response.body) // 2)]
+        response.fault = body_fault
+        return response
 
     def _data_endpoint(self, request: _Request) -> _Response:
         path = request.path
