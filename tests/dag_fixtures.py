@@ -6,8 +6,8 @@ Import the fixture into a test module that runs DAGs::
 
 ``airflow db migrate`` runs in a subprocess (so this process's ORM set-up is not disturbed),
 against the session's throwaway ``AIRFLOW_HOME`` (see ``tests/conftest.py``), and only when the
-session's sqlite database is not migrated yet: modules that import the fixture (or the older
-``tests/dag_support.py`` one) share one migration.
+session's sqlite database is not migrated yet: every module that imports the fixture shares one
+migration. This is the only module providing it (``tests/dag_support.py`` was merged into it).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from airflow_provider_activities.testing.sandbox import Sandbox
-from tests.dag_support import airflow_db  # noqa: F401
+from tests.dag_fixtures import airflow_db  # noqa: F401
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "dags_examples"
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)

@@ -44,10 +44,7 @@ from tests.test_operators import (
 )
 from tests.test_publish import contents
 
-try:  # shared with the sensor tests, so that a session migrates once
-    from tests.dag_fixtures import airflow_db  # noqa: F401
-except ImportError:
-    from tests.dag_support import airflow_db  # noqa: F401
+from tests.dag_fixtures import airflow_db  # noqa: F401
 
 pytestmark = pytest.mark.dag
 
