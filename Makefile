@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(UV) pip install --quiet --python $(BIN)/python -e ".[test]"
+	$(UV) pip install --quiet --python $(BIN)/python -e ".[test,bench]"
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python

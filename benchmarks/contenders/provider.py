@@ -1,0 +1,56 @@
+"""Contender 1, this provider: ``PeopleAIActivitiesToParquetOperator.execute`` for one day into ``file://`` Parquet.
+
+The operator's own code path, end to end: connection lookup, hook (OAuth2 client credentials,
+rate limiter, read-ahead pagination), record filter, Arrow conversion, partitioned Parquet
+writer, publish with manifests. Only the Airflow task runner around it is left out
+(``execute`` gets ``{"run_id": "bench"}`` as its context).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import date, timedelta
+
+from benchmarks.contenders.common import Clock, Spec, emit, without_pandas
+
+CPU_BOUND_RATE = 10_000.0
+"""``requests_per_second`` when the spec sets no rate: high enough that the client never paces."""
+
+
+def main() -> None:
+    spec = Spec.from_argv()
+    without_pandas()
+    os.environ["AIRFLOW_CONN_PEOPLEAI_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "peopleai",
+            "host": spec.base_url,
+            "login": spec.client_id,
+            "password": spec.client_secret,
+            "extra": {
+                "page_size": spec.page_size,
+                "max_concurrency": spec.concurrency,
+                "requests_per_second": spec.requests_per_second or CPU_BOUND_RATE,
+            },
+        }
+    )
+    from airflow_provider_activities.operators.peopleai import PeopleAIActivitiesToParquetOperator
+
+    logging.getLogger("airflow").setLevel(logging.WARNING)
+    day = date.fromisoformat(spec.day)
+    clock = Clock()
+    clock.start()
+    operator = PeopleAIActivitiesToParquetOperator(
+        task_id="bench",
+        output_path=f"file://{spec.out_dir}",
+        start=f"{day.isoformat()}T00:00:00+00:00",
+        end=f"{(day + timedelta(days=1)).isoformat()}T00:00:00+00:00",
+    )
+    summary = operator.execute({"run_id": "bench"})
+    clock.stop()
+    emit(clock, summary["rows"], partitions=len(summary["partitions"]))
+
+
+if __name__ == "__main__":
+    main()
