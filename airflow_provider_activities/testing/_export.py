@@ -161,6 +161,8 @@ class ExportJobRecord:
     end_time: str | None = None
     expired: bool = False
     data: bytes | None = field(default=None, repr=False)
+    gzipped: bool = True
+    """Whether :attr:`data` is gzip (fixed when the file is written, like its other knobs)."""
     downloads: int = 0
 
     def answer(self) -> dict[str, Any]:
@@ -427,8 +429,8 @@ class ExportService:
         with self._lock:
             job = self._jobs[job_id]
             job.state = state
-            if state == "Completed" and job.data is None:
-                job.data = self._file_bytes(job)
+            if state == "Completed":
+                self._write_file(job)
             if state in ("Completed", "Failed", "Canceled"):
                 job.end_time = job.end_time or _now()
 
@@ -450,8 +452,12 @@ class ExportService:
             return list(self._file_requests)
 
     def file_path(self, job_id: str) -> str:
-        """The path of a job's file (on either host)."""
-        return f"{EXPORT_FILES_PATH}/{job_id}.jsonl{'.gz' if self.settings.gzip else ''}"
+        """The path of a job's file (on either host): ``.jsonl.gz`` when it was written gzip (or,
+        before it is written, when ``settings.gzip`` says it will be)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            gzipped = job.gzipped if job is not None and job.data is not None else self.settings.gzip
+        return f"{EXPORT_FILES_PATH}/{job_id}.jsonl{'.gz' if gzipped else ''}"
 
     # -- ground truth ------------------------------------------------------------------------------
 
@@ -519,10 +525,14 @@ class ExportService:
             return activity, self.gen.make_participants(index, activity), index
         return dict(extra.activity), [dict(p) for p in extra.participants], EXTRA_INDEX_BASE + extra.number
 
-    def _file_bytes(self, job: ExportJobRecord) -> bytes:
-        records = self.file_records(job.start_date, job.end_date, job.export_type, job.activity_type)
-        text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records).encode("utf-8")
-        return gzip.compress(text, compresslevel=6, mtime=0) if self.settings.gzip else text
+    def _write_file(self, job: ExportJobRecord) -> bytes:
+        """Write a job's file once, with the knobs of now (later knob changes do not alter it)."""
+        if job.data is None:
+            records = self.file_records(job.start_date, job.end_date, job.export_type, job.activity_type)
+            text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records).encode("utf-8")
+            job.gzipped = self.settings.gzip
+            job.data = gzip.compress(text, compresslevel=6, mtime=0) if job.gzipped else text
+        return job.data
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -628,8 +638,8 @@ class ExportService:
             if job.state != "Completed":
                 return error(400, path, f"Export job {job_id} is {job.state}, not Completed: no data")
             job.downloads += 1
-            data = job.data if job.data is not None else self._file_bytes(job)
-            job.data = data
+            data = self._write_file(job)
+            gzipped = job.gzipped
         settings = self.settings
         if settings.redirect_url is not None:
             return _Response(302, b"", headers={"Location": settings.redirect_url})
@@ -637,7 +647,7 @@ class ExportService:
             return _Response(302, b"", headers={"Location": self._signed(job_id)})
         if settings.redirect == "other_host":
             return _Response(302, b"", headers={"Location": self.file_host_url + self._signed(job_id)})
-        return self._file_response(job_id, data)
+        return self._file_response(job_id, data, gzipped)
 
     def _poll(self, job: ExportJobRecord) -> None:
         if job.state in ("Completed", "Failed", "Canceled"):
@@ -652,7 +662,7 @@ class ExportService:
             job.start_time = job.start_time or _now()
             job.end_time = _now()
             if job.state == "Completed":
-                job.data = self._file_bytes(job)
+                self._write_file(job)
         elif job.polls > settings.polls // 2 or job.state == "Running":
             job.state = "Running"
             job.start_time = job.start_time or _now()
@@ -690,16 +700,17 @@ class ExportService:
             return error(403, path, "Signature does not match")
         with self._lock:
             job = self._jobs.get(job_id)
-            data = job.data if job is not None and not job.expired else None
-        if data is None:
+            live = job is not None and not job.expired and job.data is not None
+            data, gzipped = (job.data, job.gzipped) if live else (None, False)  # type: ignore[union-attr]
+        if data is None or (match.group(2) is not None) != gzipped:
             return error(404, path, "No such file")
-        return self._file_response(job_id, data)
+        return self._file_response(job_id, data, gzipped)
 
-    def _file_response(self, job_id: str, data: bytes) -> _Response:
+    def _file_response(self, job_id: str, data: bytes, gzipped: bool) -> _Response:
         from airflow_provider_activities.testing.sandbox import _Response
 
         headers = {"Content-Type": "application/x-ndjson"}
-        if self.settings.gzip:
+        if gzipped:
             if self.settings.content_encoding:
                 headers["Content-Encoding"] = "gzip"
             else:
