@@ -62,7 +62,7 @@ RETENTION = timedelta(days=10)
 """How long the API keeps a job's files."""
 MAX_REDIRECTS = 5
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_JOB_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,200}\Z")
 _CAPACITY_RE = re.compile(r"too\s+many|concurren|queued|queue\s+is\s+full|job\s+limit", re.IGNORECASE)
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -125,8 +125,9 @@ def check_export_range(start_date: Any, end_date: Any, export_type: str) -> tupl
 
 
 def check_job_id(job_id: Any) -> str:
-    """A job id as the API issues them (letters, digits, ``. _ : -``), never a path."""
-    if isinstance(job_id, str) and _JOB_ID_RE.match(job_id):
+    """A job id as the API issues them (letters, digits, ``. _ : -``), never a path: ``.`` and
+    ``..`` are refused too (HTTP clients resolve them as dot segments, reaching another path)."""
+    if isinstance(job_id, str) and _JOB_ID_RE.match(job_id) and job_id.strip(".") != "":
         return job_id
     raise ValueError(f"job_id={job_id!r} is not an export job id.")
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
 from typing import Any, Callable, Generator, Iterator, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -34,6 +35,7 @@ from airflow_provider_activities.api.export import (
     check_export_activity_type,
     check_export_range,
     check_export_type,
+    check_job_id,
     create_job_request,
     download_flow,
     iter_export_lines,
@@ -62,6 +64,22 @@ Sender = Callable[[ApiRequest], "Response | BaseException"]
 PROGRESS_EVERY_SECONDS = 10.0
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 MAX_PASSES = 3  # reads of one query when meta.total keeps moving under it
+
+
+def _without_query(err: requests.RequestException, request: ApiRequest) -> BaseException:
+    """``err`` with the query string of a pre-signed URL (a credential: ``Signature=...``) cut
+    out of its message: ``requests`` names the whole URL in connection errors, and the message
+    ends up in logs and in the final error."""
+    url = request.absolute_url
+    query = urlsplit(url).query if url else ""
+    text = str(err)
+    if not query or query not in text:
+        return err
+    try:
+        clean = type(err)(text.replace(query, "<signed query omitted>"))
+    except Exception:  # an exception class with another constructor
+        clean = requests.ConnectionError(text.replace(query, "<signed query omitted>"))
+    return clean
 
 
 @dataclass(frozen=True)
@@ -246,7 +264,7 @@ class PeopleAIHook(BaseHook):
                         sink.end()
                     return Response(answer.status_code, answer.headers, b"")
             except requests.RequestException as err:
-                return err
+                return _without_query(err, request)
             finally:
                 self._release()
 
@@ -504,8 +522,13 @@ class PeopleAIHook(BaseHook):
         ``"2026-11-01T03:04:05Z"``); nothing is filtered or de-duplicated here.
 
         :param directory: where the temporary file goes (the system's temporary directory by default).
+        :raises ValueError: for a malformed job id, at the call (before any HTTP call).
         :raises ExportFileError: for a line that is not a JSON object.
         """
+        check_job_id(job_id)
+        return self._iter_export_records(job_id, directory)
+
+    def _iter_export_records(self, job_id: str, directory: str | None) -> Iterator[dict[str, Any]]:
         folder = tempfile.mkdtemp(prefix="peopleai-export-", dir=directory)
         try:
             found = self.download_export(job_id, os.path.join(folder, "data.jsonl"))

@@ -680,12 +680,15 @@ class ExportService:
         :param foreign: served by the file host: like S3, it refuses a request that carries an
             ``Authorization`` header besides the signature (the API's own origin ignores one).
         """
-        path = request.path
         authorization = bool(request.headers.get("Authorization"))
-        response = self._file_answer(request, error, authorization and foreign)
+        return self._file_answer(request, error, authorization and foreign)
+
+    def note_file_request(self, host: str, request: _Request, status: int) -> None:
+        """Keep a request to a file URL in :attr:`file_requests` with the status answered (the
+        sandbox calls it for every such request, faults and limits included)."""
+        authorization = bool(request.headers.get("Authorization"))
         with self._lock:
-            self._file_requests.append(FileRequest(host, path, authorization, response.status))
-        return response
+            self._file_requests.append(FileRequest(host, request.path, authorization, status))
 
     def _file_answer(self, request: _Request, error: Any, refuse_authorization: bool) -> _Response:
         path = request.path

@@ -631,6 +631,8 @@ class Sandbox:
             # logged and no longer in flight.
             with self._lock:
                 self._in_flight -= 1
+        if request.path.startswith(EXPORT_FILES_PATH + "/"):
+            self.export.note_file_request(handler.server.server_name, request, response.status)
         record = RequestRecord(received, request.method, request.path, query, response.status, response.fault)
         with self._lock:
             self._log.append(record)
