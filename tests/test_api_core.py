@@ -8,7 +8,7 @@ import pytest
 
 from airflow_provider_activities.api.config import ClientConfig, is_loopback
 from airflow_provider_activities.api.pagination import PagePlan
-from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache
+from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache, shared_rate_limiter
 from airflow_provider_activities.api.protocol import day_filters, parse_error, parse_page
 from airflow_provider_activities.api.errors import InvalidResponseError
 from airflow_provider_activities.api.records import RecordFilter, activity_key, participant_key, to_epoch_ms
@@ -188,6 +188,23 @@ class TestPolicies:
         assert limiter.acquire(0.0) is None
         limiter.release(0.5)
         assert limiter.acquire(0.6) == pytest.approx(0.91)
+
+    def test_rate_limiter_set_rate_adds_and_drops_slots(self) -> None:
+        limiter = RateLimiter(rate=3, margin=0.0)
+        assert [limiter.acquire(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+        limiter.set_rate(1)  # three busy slots, one allowed: two are dropped as they come back
+        for _ in range(3):
+            limiter.release(1.0)
+        assert limiter.acquire(1.0) == pytest.approx(1.0) and limiter.acquire(1.0) is None
+        limiter.set_rate(2)
+        assert limiter.acquire(1.0) == 0.0 and limiter.acquire(1.0) is None
+
+    def test_shared_rate_limiter_one_per_api_key(self) -> None:
+        first = shared_rate_limiter("http://127.0.0.1:1/", "key-a", 5.0)
+        assert shared_rate_limiter("http://127.0.0.1:1", "key-a", 5.0) is first
+        assert shared_rate_limiter("http://127.0.0.1:1", "key-b", 5.0) is not first
+        assert shared_rate_limiter("http://127.0.0.1:2", "key-a", 5.0) is not first
+        assert shared_rate_limiter("http://127.0.0.1:1", "key-a", 2.0) is first and first.rate == 2.0
 
 
 class TestProtocol:

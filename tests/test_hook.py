@@ -297,6 +297,46 @@ class TestRateLimit:
                 assert sum(1 for t in times[i:] if t < moment + 1.0) <= 5
 
 
+    def test_hooks_on_one_api_key_share_the_rate(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Two sync hooks in two threads and an async hook in an event loop, one API key, 5/s each
+        configured: together they stay under the sandbox's 5/s (each alone used to send at 5/s)."""
+        import asyncio
+        import threading
+
+        from airflow_provider_activities.hooks.peopleai_async import PeopleAIAsyncHook
+
+        with Sandbox(seed=5, activities=240, start=START, days=1, rate_limit=5.0) as sb:
+            first = connect(monkeypatch, sb, page_size=40, requests_per_second=5, max_concurrency=10)
+            second = PeopleAIHook()
+            assert first._limiter is second._limiter
+            got: dict[str, int] = {}
+
+            def read(name: str, hook: PeopleAIHook) -> None:
+                got[name] = len(list(hook.iter_activities(START, START + timedelta(days=1))))
+
+            async def count() -> int:
+                async with PeopleAIAsyncHook() as hook:
+                    answer = await hook.count_ingested(START - timedelta(days=1))
+                    assert hook._limiter is first._limiter
+                    return answer.count
+
+            threads = [
+                threading.Thread(target=read, args=("first", first)),
+                threading.Thread(target=read, args=("second", second)),
+                threading.Thread(target=lambda: got.update(async_=asyncio.run(count()))),
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            assert got == {"first": 240, "second": 240, "async_": 240}
+            times = [r.time for r in sb.requests]
+            assert len(times) >= 3 * 7
+            assert sb.stats.get("429", 0) == 0, sb.stats
+            for i, moment in enumerate(times):
+                assert sum(1 for t in times[i:] if t < moment + 1.0) <= 5
+
+
 class TestBadInput:
     @pytest.mark.parametrize(
         "call, message",

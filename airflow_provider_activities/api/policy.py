@@ -1,16 +1,18 @@
 """Client policies with no I/O: token cache, retry and backoff, rate limit.
 
 Each is a small state machine that the sync and async drivers share; only the waiting
-(``time.sleep`` or ``asyncio.sleep``) and the locking differ between them.
+(``time.sleep`` or ``asyncio.sleep``) differs between them. The rate limit is per process and
+API key (:func:`shared_rate_limiter`), shared by every hook, sync or async.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
+import threading
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
-from typing import Mapping
+from typing import Callable, Mapping
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _RETRY_AFTER_CAP = 300.0
@@ -110,22 +112,112 @@ class RateLimiter:
     (garbage collection, retries, latency) happen between the client's clock and the wire. It also
     caps requests in flight at ``burst``.
 
+    Not thread-safe by itself: :class:`SharedRateLimiter` adds the lock.
+
     :param rate: requests per second (may be fractional: 0.5 means one every two seconds).
     :param margin: seconds added to the window.
     """
 
     def __init__(self, rate: float, margin: float = 0.01) -> None:
-        burst = max(1, int(rate))
-        self._window = burst / rate + margin
-        self._idle: list[float] = [0.0] * burst  # a heap: when each idle slot may be used again
+        self.rate = rate
+        self._margin = margin
+        self._burst = max(1, int(rate))
+        self._window = self._burst / rate + margin
+        self._idle: list[float] = [0.0] * self._burst  # a heap: when each idle slot may be used again
+        self._busy = 0
 
     def acquire(self, now: float) -> float | None:
         """Take a slot: the seconds to wait before sending, or ``None`` when every slot is in use
         (wait for a :meth:`release`, then ask again)."""
         if not self._idle:
             return None
+        self._busy += 1
         return max(0.0, heapq.heappop(self._idle) - now)
 
     def release(self, now: float) -> None:
         """Give back a slot whose request was answered (or failed) at ``now``."""
-        heapq.heappush(self._idle, now + self._window)
+        self._busy = max(0, self._busy - 1)
+        if self._busy + len(self._idle) < self._burst:  # a slot dropped by set_rate is not given back
+            heapq.heappush(self._idle, now + self._window)
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate: slots are added (usable at once) or dropped (idle ones first, busy ones
+        when they are released); slots already idle keep their times."""
+        if rate == self.rate:
+            return
+        self.rate = rate
+        self._burst = max(1, int(rate))
+        self._window = self._burst / rate + self._margin
+        missing = self._burst - self._busy - len(self._idle)
+        if missing > 0:
+            self._idle.extend([0.0] * missing)
+        while missing < 0 and self._idle:
+            self._idle.remove(max(self._idle))  # the slot usable last goes first
+            missing += 1
+        heapq.heapify(self._idle)
+
+
+class SharedRateLimiter:
+    """A :class:`RateLimiter` shared by every hook of one process on one API key, with its lock.
+
+    The vendor limits requests per API key, so two hooks (threads of one task, or a task and a
+    trigger in one process) must not each send at the full rate. Threads wait on
+    :attr:`condition`; an event loop, which must not block on it, polls :meth:`try_acquire`.
+
+    :param rate: requests per second.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.limiter = RateLimiter(rate)
+        self.condition = threading.Condition()
+
+    @property
+    def rate(self) -> float:
+        """The requests per second it enforces."""
+        return self.limiter.rate
+
+    def try_acquire(self, now: float) -> float | None:
+        """:meth:`RateLimiter.acquire` under the lock."""
+        with self.condition:
+            return self.limiter.acquire(now)
+
+    def acquire(self, clock: Callable[[], float]) -> float:
+        """Take a slot, blocking this thread while every slot is in use; the seconds to wait before sending."""
+        with self.condition:
+            while (wait := self.limiter.acquire(clock())) is None:
+                self.condition.wait()
+        return wait
+
+    def release(self, now: float) -> None:
+        """Give a slot back and wake a waiting thread."""
+        with self.condition:
+            self.limiter.release(now)
+            self.condition.notify()
+
+
+_SHARED_LIMITERS: dict[tuple[str, str], SharedRateLimiter] = {}
+_SHARED_LIMITERS_LOCK = threading.Lock()
+
+
+def shared_rate_limiter(base_url: str, client_id: str, rate: float) -> SharedRateLimiter:
+    """The process's rate limiter for one API key at one API: every hook on it shares the rate.
+
+    Keyed by ``(base_url, client_id)``. The limiter lives as long as the process, so a hook made
+    right after another one (the next task in the same worker) sees its recent requests. When a
+    hook asks for another ``rate`` than the limiter has, the limiter takes the new rate: the latest
+    connection read wins (two connections on one API key should give the same rate).
+
+    :param base_url: the API's base URL.
+    :param client_id: the API key.
+    :param rate: requests per second from the connection.
+    """
+    key = (base_url.rstrip("/"), client_id)
+    with _SHARED_LIMITERS_LOCK:
+        shared = _SHARED_LIMITERS.get(key)
+        if shared is None:
+            shared = _SHARED_LIMITERS[key] = SharedRateLimiter(rate)
+    if shared.rate != rate:
+        with shared.condition:
+            shared.limiter.set_rate(rate)
+            shared.condition.notify_all()
+    return shared

@@ -24,7 +24,7 @@ from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_activities.api.config import ClientConfig, config_from_connection
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
 from airflow_provider_activities.api.pagination import PagePlan
-from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache
+from airflow_provider_activities.api.policy import RetryPolicy, SharedRateLimiter, TokenCache, shared_rate_limiter
 from airflow_provider_activities.api.protocol import ApiRequest, page_request, parse_page
 from airflow_provider_activities.api.queries import ingested_query, latest_ingested_ms
 from airflow_provider_activities.api.records import ms_to_datetime
@@ -37,6 +37,9 @@ T = TypeVar("T")
 #: retries it like a 5xx. ``aiohttp.ClientError`` covers refused and dropped connections and a
 #: body cut short (``ClientPayloadError``); ``asyncio.TimeoutError`` a connect or read timeout.
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+SLOT_POLL_SECONDS = 0.01
+"""How often a request waiting for a rate-limit slot that another hook holds looks again."""
 
 
 class PeopleAIAsyncHook(BaseHook):
@@ -64,7 +67,7 @@ class PeopleAIAsyncHook(BaseHook):
         self.peopleai_conn_id = peopleai_conn_id
         self._config: ClientConfig | None = None
         self._policy: RetryPolicy | None = None
-        self._limiter: RateLimiter | None = None
+        self._limiter: SharedRateLimiter | None = None
         self._in_flight: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tokens = TokenCache()
@@ -109,7 +112,7 @@ class PeopleAIAsyncHook(BaseHook):
                 "Connection %r turns TLS certificate verification off (verify_ssl=false).", self.peopleai_conn_id
             )
         self._policy = RetryPolicy(config.max_retries, config.backoff_base, config.backoff_max)
-        self._limiter = RateLimiter(config.requests_per_second)
+        self._limiter = shared_rate_limiter(config.base_url, config.client_id, config.requests_per_second)
         self._in_flight = asyncio.Semaphore(config.max_concurrency)
         return config
 
@@ -158,10 +161,16 @@ class PeopleAIAsyncHook(BaseHook):
             await self._release()
 
     async def _pace(self) -> None:
+        """Take a slot of the process's limiter for this API key (shared with every hook on it,
+        sync ones included). The loop must not block on the limiter's lock while every slot is in
+        use: it waits for a release of this hook, or polls for one of another hook."""
         assert self._limiter is not None
-        async with self._slots:
-            while (wait := self._limiter.acquire(time.monotonic())) is None:
-                await self._slots.wait()
+        while (wait := self._limiter.try_acquire(time.monotonic())) is None:
+            async with self._slots:
+                try:
+                    await asyncio.wait_for(self._slots.wait(), timeout=SLOT_POLL_SECONDS)
+                except asyncio.TimeoutError:
+                    pass
         if wait > 0:
             try:
                 await asyncio.sleep(wait)
@@ -171,8 +180,8 @@ class PeopleAIAsyncHook(BaseHook):
 
     async def _release(self) -> None:
         assert self._limiter is not None
+        self._limiter.release(time.monotonic())
         async with self._slots:
-            self._limiter.release(time.monotonic())
             self._slots.notify()
 
     async def _token(self, need: NeedToken) -> str:
