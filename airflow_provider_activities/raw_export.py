@@ -334,6 +334,17 @@ class DaySpool:
             spilled.table = None
 
 
+_PER_KEY_NULL_PLACEMENT = int(pa.__version__.split(".")[0]) >= 25
+"""pyarrow 25 deprecates one ``null_placement`` for all sort keys in favour of one per key."""
+
+
+def _sort_indices(table: pa.Table, keys: list[tuple[str, str]], null_placement: str) -> pa.Array:
+    """``pc.sort_indices`` with nulls placed ``null_placement`` for every key (either pyarrow API)."""
+    if _PER_KEY_NULL_PLACEMENT:
+        return pc.sort_indices(table, sort_keys=[(name, order, null_placement) for name, order in keys])
+    return pc.sort_indices(table, sort_keys=keys, null_placement=null_placement)
+
+
 def deduplicate(table: pa.Table, time_column: str, id_column: str = "uid") -> tuple[pa.Table, int]:
     """One row per ``id_column`` (the latest ``ingest_timestamp``, then the latest arrival wins),
     ordered by ``time_column``, ``id_column`` and arrival; rows without an id are all kept.
@@ -344,21 +355,15 @@ def deduplicate(table: pa.Table, time_column: str, id_column: str = "uid") -> tu
     rows = table.num_rows
     if rows < 2:
         return table, 0
-    order = pc.sort_indices(
-        table,
-        sort_keys=[(id_column, "ascending"), ("ingest_timestamp", "ascending"), (SEQUENCE_COLUMN, "ascending")],
-        null_placement="at_start",
+    order = _sort_indices(
+        table, [(id_column, "ascending"), ("ingest_timestamp", "ascending"), (SEQUENCE_COLUMN, "ascending")], "at_start"
     )
     ids = table.column(id_column).take(order)
     later_differs = pc.fill_null(pc.not_equal(ids.slice(0, rows - 1), ids.slice(1)), True)
     last_of_id = pa.concat_arrays([*later_differs.chunks, pa.array([True])])
     kept = table.take(pc.filter(order, last_of_id))
     kept = kept.take(
-        pc.sort_indices(
-            kept,
-            sort_keys=[(time_column, "ascending"), (id_column, "ascending"), (SEQUENCE_COLUMN, "ascending")],
-            null_placement="at_end",
-        )
+        _sort_indices(kept, [(time_column, "ascending"), (id_column, "ascending"), (SEQUENCE_COLUMN, "ascending")], "at_end")
     )
     return kept, rows - kept.num_rows
 

@@ -237,7 +237,7 @@ class TestBodies:
         [
             ({"gzip": True}, True),
             ({"gzip": False}, False),
-            ({"gzip": True, "content_encoding": True}, False),  # the transport undoes Content-Encoding
+            ({"gzip": True, "content_encoding": True}, True),  # kept as sent, inflated by the sink
             ({"gzip": True, "redirect": "other_host"}, True),
             ({"gzip": False, "redirect": None}, False),
         ],
@@ -291,6 +291,18 @@ class TestBodies:
         job = completed(hook)
         sb.faults.drop_connection(1, path=sb.export.file_path(job.job_id))
         assert list(hook.iter_export_records(job.job_id)) == sb.export_file_records("2026-11-01", "2026-11-02")
+
+    def test_content_encoding_short_body_is_a_cut_gzip_stream(
+        self, sb: Sandbox, hook: PeopleAIHook, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A ``Content-Encoding: gzip`` body cut short (with a matching Content-Length) is seen as
+        a cut gzip stream, not as JSON Lines that may happen to end at a whole line."""
+        sb.export.settings.content_encoding = True
+        job = completed(hook)
+        sb.faults.invalid_json(1, path=sb.export.file_path(job.job_id))
+        assert list(hook.iter_export_records(job.job_id)) == sb.export_file_records("2026-11-01", "2026-11-02")
+        captured = capsys.readouterr()
+        assert "gzip stream cut short" in captured.out + captured.err + caplog.text
 
     def test_empty_export(self, sb: Sandbox, hook: PeopleAIHook) -> None:
         job = completed(hook, "2027-06-01", "2027-06-02")

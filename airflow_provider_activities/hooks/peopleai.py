@@ -2,8 +2,7 @@
 
 What the hook does for every call: OAuth2 client-credentials auth with a cached token that is
 refreshed before it expires (and minted again once on a 401); a rate limit of
-``requests_per_second`` per API key across all hooks of the process (and ``max_concurrency``
-requests in flight per hook); retries with backoff
+``requests_per_second`` and ``max_concurrency`` across all its threads; retries with backoff
 for 429, 5xx, dropped connections, timeouts and invalid bodies; offset/limit pagination that
 fetches pages ahead concurrently when ``meta.total`` is known and yields them in order; and
 client-side bounds and de-duplication of every record. The rules live in
@@ -25,6 +24,7 @@ from typing import Any, Callable, Generator, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID, get_provider_info
 from airflow_provider_activities.api.config import ClientConfig, config_from_connection
@@ -47,7 +47,7 @@ from airflow_provider_activities.api.export import (
 )
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
 from airflow_provider_activities.api.pagination import PagePlan
-from airflow_provider_activities.api.policy import RetryPolicy, SharedRateLimiter, TokenCache, shared_rate_limiter
+from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache
 from airflow_provider_activities.api.protocol import ACTIVITIES_PATH, ApiRequest, Page, page_request, parse_page
 from airflow_provider_activities.api.queries import (
     Query,
@@ -65,6 +65,17 @@ Sender = Callable[[ApiRequest], "Response | BaseException"]
 PROGRESS_EVERY_SECONDS = 10.0
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 MAX_PASSES = 3  # reads of one query when meta.total keeps moving under it
+
+
+def _body_chunks(answer: requests.Response) -> Iterator[bytes]:
+    """The body of a download, in chunks, as it crossed the wire when it is ``Content-Encoding:
+    gzip``: the sink inflates it itself and so sees a gzip stream cut short, which urllib3's
+    decoder lets pass silently (a truncated body would then look complete up to its last whole
+    line). Other encodings are undone by the transport."""
+    encoding = (answer.headers.get("Content-Encoding") or "").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        return answer.raw.stream(DOWNLOAD_CHUNK_BYTES, decode_content=False)
+    return answer.iter_content(DOWNLOAD_CHUNK_BYTES)
 
 
 def _without_query(err: requests.RequestException, request: ApiRequest) -> BaseException:
@@ -142,6 +153,7 @@ class PeopleAIHook(BaseHook):
         self.peopleai_conn_id = peopleai_conn_id
         self._tokens = TokenCache()
         self._token_lock = threading.Lock()
+        self._slots = threading.Condition()
         self._session: requests.Session | None = None
 
     def __repr__(self) -> str:
@@ -169,10 +181,8 @@ class PeopleAIHook(BaseHook):
         return RetryPolicy(self.config.max_retries, self.config.backoff_base, self.config.backoff_max)
 
     @cached_property
-    def _limiter(self) -> SharedRateLimiter:
-        """The process's limiter for this connection's API key, shared with every other hook on it."""
-        config = self.config
-        return shared_rate_limiter(config.base_url, config.client_id, config.requests_per_second)
+    def _limiter(self) -> RateLimiter:
+        return RateLimiter(self.config.requests_per_second)
 
     @cached_property
     def _in_flight(self) -> threading.BoundedSemaphore:
@@ -217,12 +227,16 @@ class PeopleAIHook(BaseHook):
                 self._release()
 
     def _pace(self) -> None:
-        wait = self._limiter.acquire(time.monotonic)
+        with self._slots:
+            while (wait := self._limiter.acquire(time.monotonic())) is None:
+                self._slots.wait()
         if wait > 0:
             time.sleep(wait)
 
     def _release(self) -> None:
-        self._limiter.release(time.monotonic())
+        with self._slots:
+            self._limiter.release(time.monotonic())
+            self._slots.notify()
 
     def _token(self, need: NeedToken) -> str:
         with self._token_lock:
@@ -256,13 +270,15 @@ class PeopleAIHook(BaseHook):
                         return Response(answer.status_code, answer.headers, answer.content)
                     sink.begin()
                     try:
-                        for chunk in answer.iter_content(DOWNLOAD_CHUNK_BYTES):
+                        for chunk in _body_chunks(answer):
                             sink.write(chunk)
                     finally:
                         sink.end()
                     return Response(answer.status_code, answer.headers, b"")
             except requests.RequestException as err:
                 return _without_query(err, request)
+            except urllib3.exceptions.HTTPError as err:  # from the raw stream of _body_chunks
+                return _without_query(requests.ConnectionError(str(err)), request)
             finally:
                 self._release()
 
@@ -489,7 +505,8 @@ class PeopleAIHook(BaseHook):
         followed to ``https`` URLs (or ``http`` on loopback) only; the bearer token is sent to the
         API's own origin only, never to another host (a pre-signed file URL needs none). The body
         is streamed to disk chunk by chunk; a gzip body (recognised by its magic bytes, whatever
-        the headers say) is checked to be complete while it arrives. A dropped connection, a 5xx or
+        the headers say; a ``Content-Encoding: gzip`` body is kept as the gzip it was sent as) is
+        checked to be complete while it arrives. A dropped connection, a 5xx or
         a truncated gzip stream restarts the download, with the usual retries and backoff.
 
         :return: the file, whether it is gzip, its size and the size of the JSON Lines it holds.
