@@ -2,7 +2,8 @@
 
 What the hook does for every call: OAuth2 client-credentials auth with a cached token that is
 refreshed before it expires (and minted again once on a 401); a rate limit of
-``requests_per_second`` and ``max_concurrency`` across all its threads; retries with backoff
+``requests_per_second`` per API key across all hooks of the process (and ``max_concurrency``
+requests in flight per hook); retries with backoff
 for 429, 5xx, dropped connections, timeouts and invalid bodies; offset/limit pagination that
 fetches pages ahead concurrently when ``meta.total`` is known and yields them in order; and
 client-side bounds and de-duplication of every record. The rules live in
@@ -47,7 +48,7 @@ from airflow_provider_activities.api.export import (
 )
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
 from airflow_provider_activities.api.pagination import PagePlan
-from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache
+from airflow_provider_activities.api.policy import RetryPolicy, SharedRateLimiter, TokenCache, shared_rate_limiter
 from airflow_provider_activities.api.protocol import ACTIVITIES_PATH, ApiRequest, Page, page_request, parse_page
 from airflow_provider_activities.api.queries import (
     Query,
@@ -153,7 +154,6 @@ class PeopleAIHook(BaseHook):
         self.peopleai_conn_id = peopleai_conn_id
         self._tokens = TokenCache()
         self._token_lock = threading.Lock()
-        self._slots = threading.Condition()
         self._session: requests.Session | None = None
 
     def __repr__(self) -> str:
@@ -181,8 +181,10 @@ class PeopleAIHook(BaseHook):
         return RetryPolicy(self.config.max_retries, self.config.backoff_base, self.config.backoff_max)
 
     @cached_property
-    def _limiter(self) -> RateLimiter:
-        return RateLimiter(self.config.requests_per_second)
+    def _limiter(self) -> SharedRateLimiter:
+        """The process's limiter for this connection's API key, shared with every other hook on it."""
+        config = self.config
+        return shared_rate_limiter(config.base_url, config.client_id, config.requests_per_second)
 
     @cached_property
     def _in_flight(self) -> threading.BoundedSemaphore:
@@ -227,16 +229,12 @@ class PeopleAIHook(BaseHook):
                 self._release()
 
     def _pace(self) -> None:
-        with self._slots:
-            while (wait := self._limiter.acquire(time.monotonic())) is None:
-                self._slots.wait()
+        wait = self._limiter.acquire(time.monotonic)
         if wait > 0:
             time.sleep(wait)
 
     def _release(self) -> None:
-        with self._slots:
-            self._limiter.release(time.monotonic())
-            self._slots.notify()
+        self._limiter.release(time.monotonic())
 
     def _token(self, need: NeedToken) -> str:
         with self._token_lock:
