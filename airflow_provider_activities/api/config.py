@@ -62,6 +62,13 @@ EXTRA_FIELDS: dict[str, ExtraField] = {
         "Backoff base (s)", "First retry delay; it doubles on each retry, with jitter.", "number", 1.0
     ),
     "backoff_max": ExtraField("Backoff cap (s)", "Longest delay between two retries.", "number", 30.0),
+    "max_response_bytes": ExtraField(
+        "Max response size (bytes)",
+        "Largest answer body accepted, in bytes; a larger page fails the task at once (not retried). "
+        "Empty: 64 MiB, or 16 KiB per record of page_size when that is more.",
+        "integer",
+        None,
+    ),
     "verify_ssl": ExtraField(
         "Verify TLS certificates",
         "Leave on. Turning it off (false) is logged as a warning on every hook.",
@@ -123,6 +130,7 @@ class ClientConfig:
     max_retries: int = 8
     backoff_base: float = 1.0
     backoff_max: float = 30.0
+    max_response_bytes: int | None = None
     verify_ssl: bool = True
     export_jobs_path: str = "/pull/v1/export/activities/jobs"
     export_status_path: str = "/pull/v1/export/activities/jobs/{job_id}"
@@ -204,6 +212,11 @@ def _check_ranges(conn_id: str, values: dict[str, Any]) -> None:
         raise ValueError(f"Connection {conn_id!r}: extra 'max_retries' must be 0 or more.")
     if values["backoff_base"] < 0 or values["backoff_max"] < 0:
         raise ValueError(f"Connection {conn_id!r}: extras 'backoff_base' and 'backoff_max' must be 0 or more.")
+    if values["max_response_bytes"] is not None and values["max_response_bytes"] < 1024:
+        raise ValueError(
+            f"Connection {conn_id!r}: extra 'max_response_bytes' must be at least 1024 (bytes), "
+            f"got {values['max_response_bytes']}; leave it empty for the default."
+        )
 
 
 def _base_url(conn_id: str, host: str | None, port: int | None) -> str:

@@ -26,7 +26,14 @@ from typing import Any, Callable, Generator, Mapping, TypeVar
 from airflow_provider_activities.api.config import ClientConfig
 from airflow_provider_activities.api.errors import InvalidResponseError, PeopleAIAPIError, PeopleAIAuthError
 from airflow_provider_activities.api.policy import RetryPolicy
-from airflow_provider_activities.api.protocol import ApiRequest, Token, parse_error, parse_token, token_request
+from airflow_provider_activities.api.protocol import (
+    ApiRequest,
+    RefusedResponseError,
+    Token,
+    parse_error,
+    parse_token,
+    token_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +96,16 @@ def call_flow(
     """Send ``request`` until it succeeds and ``parse`` accepts the body, or fails for good.
 
     Retried (up to ``policy.max_retries`` times, with backoff): 429, 500, 502, 503, 504, transport
-    errors, and bodies ``parse`` rejects as invalid. A 401 on an authenticated request gets one
-    fresh token and one more try, outside the retry budget. Anything else raises
-    :class:`PeopleAIAPIError` naming method, path, offset, status, and the API's message and trace id.
+    errors, and bodies ``parse`` rejects as invalid (:class:`InvalidResponseError`, e.g. cut
+    short). A 401 on an authenticated request gets one fresh token and one more try, outside the
+    retry budget. Anything else raises :class:`PeopleAIAPIError` naming method, path, offset,
+    status, and the API's message and trace id.
+
+    Refused at once, not retried (:class:`PeopleAIAPIError` whose message starts with ``answer
+    refused``): a 2xx body over :meth:`ApiRequest.body_cap` (the server ignored ``limit``, or
+    something else is wrong: the same request would get the same answer), and a body ``parse``
+    refuses (:class:`~airflow_provider_activities.api.protocol.RefusedResponseError`: nested too
+    deep, wrong shape or types).
 
     :param on_redirect: when given, a 301/302/303/307/308 answer returns ``on_redirect(response)``
         instead of failing (the export download follows redirects itself, see
@@ -118,14 +132,29 @@ def call_flow(
             yield NeedToken(stale=token)
             continue
         elif 200 <= outcome.status < 300:
+            cap = request.body_cap()
+            if len(outcome.body) > cap:
+                raise _api_error(
+                    request,
+                    outcome.status,
+                    f"answer refused: its body of {len(outcome.body):,} bytes is over the cap of {cap:,} bytes "
+                    f"(asked for {_asked(request)}; the cap is the connection extra 'max_response_bytes')",
+                    None,
+                    attempts,
+                )
             try:
                 return parse(outcome.body)
+            except RefusedResponseError as err:
+                raise _api_error(request, outcome.status, f"answer refused: {err}", None, attempts) from None
             except InvalidResponseError as err:
-                problem, status, trace_id = str(err), outcome.status, None
+                problem, status, trace_id = f"{err}{_content_type_note(outcome.headers)}", outcome.status, None
         elif on_redirect is not None and outcome.status in REDIRECT_STATUSES:
             return on_redirect(outcome)
         else:
-            message, trace_id = parse_error(outcome.body)
+            if len(outcome.body) > request.body_cap():
+                message, trace_id = f"error body of {len(outcome.body):,} bytes, over the cap: not read", None
+            else:
+                message, trace_id = parse_error(outcome.body)
             status, headers = outcome.status, outcome.headers
             if not policy.retryable_status(status):
                 raise _api_error(request, status, message, trace_id, attempts)
@@ -159,6 +188,20 @@ def token_flow(config: ClientConfig, policy: RetryPolicy) -> Flow[Token]:
         if err.status in (400, 401, 403):
             raise PeopleAIAuthError(config.conn_id, f"HTTP {err.status}: {err.message}") from None
         raise
+
+
+def _content_type_note(headers: Mapping[str, str]) -> str:
+    """``" (Content-Type text/html)"`` when the answer did not even claim to be JSON, else ``""``."""
+    for name, value in (headers or {}).items():
+        if name.lower() == "content-type":
+            kind = value.split(";")[0].strip()
+            return "" if "json" in kind.lower() else f" (Content-Type {kind[:80]})"
+    return ""
+
+
+def _asked(request: ApiRequest) -> str:
+    limit = request.params.get("limit")
+    return f"limit={limit} records" if limit is not None else "one answer"
 
 
 def _api_error(request: ApiRequest, status: int | None, message: str, trace_id: str | None, attempts: int) -> PeopleAIAPIError:
