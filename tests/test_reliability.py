@@ -154,3 +154,58 @@ def test_a_worker_killed_mid_run_leaves_the_previous_data_and_a_rerun_is_exact(
     api.faults.set_latency(0)
     run(activities_op(output), START, START + 2 * DAY)
     assert_exact(api, output)
+
+
+@pytest.mark.parametrize(
+    "zone,local_start",
+    [
+        ("Pacific/Auckland", (2026, 11, 4, 3)),  # +13:00: 2026-11-03T14:00Z, its local date would lose 14:00-24:00Z
+        ("Pacific/Honolulu", (2026, 11, 2, 23)),  # -10:00: ends 2026-11-04T09:00Z, would lose 00:00-09:00Z
+        ("Asia/Kolkata", (2026, 11, 3, 4)),  # +05:30, a pendulum datetime as Airflow passes them
+    ],
+)
+def test_a_non_utc_interval_gives_exactly_the_records_of_those_instants(
+    api: Sandbox, zone: str, local_start: tuple[int, ...]
+) -> None:
+    """Day filters are UTC days: an aware ``start``/``since`` in another zone is converted to UTC
+    before the day is taken (a bug fixed in ``check_aware``: the local date lost records)."""
+    from datetime import timedelta, timezone
+
+    import pendulum
+
+    from airflow_provider_activities.api.queries import activities_query, ingested_query
+    from airflow_provider_activities.hooks.peopleai import PeopleAIHook
+
+    start = pendulum.datetime(*local_start, tz=zone)
+    assert start.utcoffset() != timedelta(0)
+    if zone != "Asia/Kolkata":
+        start = datetime_in(start.tzinfo, *local_start)  # a plain datetime with a non-UTC tzinfo
+    end = start + DAY
+    hook = PeopleAIHook()
+    got = sorted(r["uid"] for r in hook.iter_activities(start, end))
+    expected = sorted(r["uid"] for r in api.expected_activities(start, end))
+    assert got == expected and len(expected) > 50
+    assert sorted(r["uid"] for r in hook.iter_activities(start, end, "call")) == sorted(
+        r["uid"] for r in api.expected_activities(start, end, "call")
+    )
+    got_participants = sorted(((r["activity_uid"], r["id"], r["email"]) for r in hook.iter_participants(start, end)), key=repr)
+    assert got_participants == sorted(
+        ((r["activity_uid"], r["id"], r["email"]) for r in api.expected_participants(start, end)), key=repr
+    )
+    query = activities_query(start, end)
+    assert query.filters == {
+        "from": start.astimezone(timezone.utc).date().isoformat(),
+        "to": (end - timedelta(milliseconds=1)).astimezone(timezone.utc).date().isoformat(),
+    }
+    # an open-ended ingestion count from a non-UTC instant, and a bounded one
+    since = start + timedelta(hours=7)
+    assert ingested_query(since).filters == {"ingested-from": since.astimezone(timezone.utc).date().isoformat()}
+    assert hook.count_ingested(since).count == len(api.expected_activities(since, api.data_end + 30 * DAY, by="created_at"))
+    assert hook.count_ingested(since, since + DAY).count == len(api.expected_activities(since, since + DAY, by="created_at"))
+
+
+def datetime_in(zone: Any, *fields: int) -> Any:
+    """A datetime in ``zone`` (not UTC)."""
+    from datetime import datetime
+
+    return datetime(*fields, tzinfo=zone)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_activities.api.protocol import ACTIVITY_TYPES
@@ -20,7 +20,11 @@ def check_activity_type(activity_type: Any, param: str = "activity_type") -> str
 
 
 def check_aware(value: Any, param: str) -> datetime:
-    """A timezone-aware ``datetime``."""
+    """A timezone-aware ``datetime``, returned converted to UTC.
+
+    The API's day filters are UTC days: ``2026-11-02T00:00+05:00`` is ``2026-11-01T19:00Z``, so
+    its day is 2026-11-01. Every caller therefore works on the UTC value.
+    """
     if not isinstance(value, datetime):
         raise ValueError(f"{param} must be a timezone-aware datetime, got {type(value).__name__} {value!r}.")
     if value.tzinfo is None or value.utcoffset() is None:
@@ -28,7 +32,7 @@ def check_aware(value: Any, param: str) -> datetime:
             f"{param}={value.isoformat()} is a naive datetime: give it a timezone, e.g. "
             f"{param}.replace(tzinfo=datetime.timezone.utc) or pendulum.datetime(..., tz='UTC')."
         )
-    return value
+    return value.astimezone(timezone.utc)
 
 
 def check_interval(
