@@ -11,7 +11,7 @@ from airflow_provider_activities.api.pagination import PagePlan
 from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache, shared_rate_limiter
 from airflow_provider_activities.api.protocol import day_filters, parse_error, parse_page
 from airflow_provider_activities.api.errors import InvalidResponseError
-from airflow_provider_activities.api.records import RecordFilter, activity_key, participant_key, to_epoch_ms
+from airflow_provider_activities.api.records import RecordFilter, SeenKeys, activity_key, participant_key, to_epoch_ms
 from airflow_provider_activities.api.validation import check_interval
 
 UTC = timezone.utc
@@ -107,6 +107,17 @@ class TestRecordFilter:
         assert [r["uid"] for r in kept] == ["a", "b"]
         assert kept[1]["timestamp"] == 1000_000_000_050
         assert (f.stats.seen, f.stats.kept, f.stats.duplicates, f.stats.outside) == (5, 2, 1, 2)
+
+    def test_duplicates_dropped_exactly_across_frozen_blocks(self) -> None:
+        """Blocks of 3 identities: repeats far apart are dropped, and identities whose hashes collide
+        (``hash(-1) == hash(-2)``, ``hash(0) == hash(2**61 - 1)`` in CPython) are both kept."""
+        f = RecordFilter("t", 0, None, lambda record: record["n"], ("t",), _seen=SeenKeys(block_size=3))
+        assert hash(-1) == hash(-2) and hash(0) == hash(2**61 - 1)
+        pages = [[-1, 0, 5, 6], [7, 8, 9, 5], [-2, 2**61 - 1, -1, 0, 10, 10], [11, 6, -2]]
+        kept = [[r["n"] for r in f.apply([{"n": n, "t": 1} for n in page])] for page in pages]
+        assert kept == [[-1, 0, 5, 6], [7, 8, 9], [-2, 2**61 - 1, 10], [11]]
+        assert (f.stats.seen, f.stats.kept, f.stats.duplicates) == (17, 11, 6)
+        assert len(f._seen._hashes) >= 2 and len(f._seen) == 11
 
     def test_participant_identity_falls_back_to_email(self) -> None:
         assert participant_key({"activity_uid": "u", "id": 7, "email": "x"}) == ("u", 7)
