@@ -28,8 +28,11 @@ How it measures:
   per-child accounting (``os.wait4`` on that child: its ``ru_maxrss``, including anything it
   spawned and reaped), so one contender's memory never masks another's. ``wall s`` is the
   extraction alone, timed in the child after its imports (first request to last file
-  written); ``process s`` is the whole child process, timed from outside (interpreter start
-  and imports included: airflow's are ~3 s).
+  written), ``CPU s`` its user + system CPU time (all threads; unlike wall time, it does not
+  depend on the machine's other load); ``process s`` is the whole child process, timed from
+  outside (interpreter start and imports included: airflow's are ~3 s).
+* ``--repeat N`` runs N rounds of every contender in turn and keeps, per contender, the run of
+  median wall time.
 * Every contender's row count must equal ``N``; a mismatch is flagged in the table.
 * Fair set-up for every contender: child processes get a bytecode cache
   (``PYTHONPYCACHEPREFIX``, outside the repo; this environment sets ``PYTHONDONTWRITEBYTECODE``,
@@ -37,7 +40,6 @@ How it measures:
   contender first runs once, unmeasured, on a tiny sandbox (``--no-prime`` skips it). pandas is
   hidden from the provider and dlt children: it is installed only for the naive contender (the
   ``bench`` extra), and pyarrow would otherwise import it (1.3-1.5 s) on its first ``pa.array``.
-* ``--repeat N`` runs each contender N times per size and keeps the run of median wall time.
 
 Writes ``benchmarks/results/latest.md`` (the table, ratios, machine and versions, targets met
 or missed), ``latest.json`` and ``latest.png`` (records/s and peak RSS against size), and prints
@@ -103,6 +105,7 @@ class Result:
     rows: int
     wall_s: float
     process_s: float
+    cpu_s: float
     peak_rss_mb: float
     baseline_rss_mb: float
     requests: int = 0
@@ -171,11 +174,14 @@ class SandboxProcess:
 # ----- one contender run -----------------------------------------------------------------------------
 
 
-def run_child(module: str, spec: Spec, env: dict[str, str], timeout: float) -> tuple[dict[str, Any] | None, float, float, int, str]:
+def run_child(
+    module: str, spec: Spec, env: dict[str, str], timeout: float
+) -> tuple[dict[str, Any] | None, float, Any, int, str]:
     """Run ``python -m <module> <spec>`` in a fresh process; wait for it with ``os.wait4``.
 
-    :return: its result payload (or ``None``), the process wall seconds, its peak RSS in KiB
-        (``ru_maxrss`` of that child alone), its exit code and the tail of its stderr.
+    :return: its result payload (or ``None``), the process wall seconds, its resource usage
+        (``ru_maxrss``: peak RSS in KiB of that child alone; ``ru_utime + ru_stime``: its CPU
+        seconds), its exit code and the tail of its stderr.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
@@ -199,7 +205,7 @@ def run_child(module: str, spec: Spec, env: dict[str, str], timeout: float) -> t
             if line.startswith(RESULT_PREFIX):
                 payload = json.loads(line[len(RESULT_PREFIX):])
         tail = err.read().decode(errors="replace")[-3000:]
-    return payload, seconds, usage.ru_maxrss, code, tail
+    return payload, seconds, usage, code, tail
 
 
 def measure(
@@ -216,7 +222,7 @@ def measure(
     with tempfile.TemporaryDirectory(prefix=f"bench-{contender}-") as out_dir:
         spec = Spec(**{**asdict(spec), "out_dir": out_dir})
         child_env = {**env, "AIRFLOW_HOME": os.path.join(out_dir, "airflow-home")}
-        payload, seconds, rss_kb, code, tail = run_child(MODULES[contender], spec, child_env, timeout)
+        payload, seconds, usage, code, tail = run_child(MODULES[contender], spec, child_env, timeout)
     stats = sandbox.control("/stats")["stats"]
     payload = payload or {}
     return Result(
@@ -226,14 +232,16 @@ def measure(
         rows=int(payload.get("rows", -1)),
         wall_s=float(payload.get("extract_seconds", float("nan"))),
         process_s=seconds,
-        peak_rss_mb=rss_kb / 1024,
+        cpu_s=float(payload.get("extract_cpu_seconds", float("nan"))),
+        peak_rss_mb=usage.ru_maxrss / 1024,
         baseline_rss_mb=payload.get("baseline_rss_kb", 0) / 1024,
         requests=int(stats.get("requests", 0)),
         server_429s=int(stats.get("429", 0)),
         client_429s=payload.get("client_429s"),
         exit_code=code,
         error=None if code == 0 and payload else tail.strip().splitlines()[-1] if tail.strip() else f"exit {code}",
-        extra={k: v for k, v in payload.items() if k not in ("rows", "extract_seconds", "baseline_rss_kb", "client_429s")},
+        extra={k: v for k, v in payload.items()
+               if k not in ("rows", "extract_seconds", "extract_cpu_seconds", "baseline_rss_kb", "client_429s")},
     )
 
 
@@ -313,15 +321,18 @@ def run_benchmark(args: argparse.Namespace, log: Any = print) -> tuple[list[Resu
             if regime == "api":
                 sandbox.limits(args.api_rate, args.api_latency)
                 base = Spec(**{**asdict(base), "requests_per_second": args.api_rate})
-            for contender in args.contenders:
-                runs = []
-                for _ in range(args.repeat):
+            # Rounds of every contender in turn (not every run of one contender, then the next), so a
+            # change in the machine's load during the run falls on every contender alike.
+            runs: dict[str, list[Result]] = {contender: [] for contender in args.contenders}
+            for _ in range(args.repeat):
+                for contender in args.contenders:
                     result = measure(contender, regime, records, sandbox, base, env, args.timeout)
-                    runs.append(result)
+                    runs[contender].append(result)
                     log(f"[{regime} {records:,}] {contender}: {result.rows:,} rows, {result.wall_s:.2f} s, "
-                        f"{result.records_per_s:,.0f} records/s, peak RSS {result.peak_rss_mb:,.0f} MB, "
-                        f"429s {result.server_429s}" + (f"  FAILED: {result.error}" if not result.ok else ""))
-                results.append(median_run(runs))
+                        f"{result.records_per_s:,.0f} records/s, CPU {result.cpu_s:.1f} s, "
+                        f"peak RSS {result.peak_rss_mb:,.0f} MB, 429s {result.server_429s}"
+                        + (f"  FAILED: {result.error}" if not result.ok else ""))
+            results += [median_run(runs[contender]) for contender in args.contenders]
         finally:
             sandbox.stop()
     return results, rates
@@ -439,6 +450,8 @@ def render(results: list[Result], rates: list[SandboxRate], args: argparse.Names
         f"Page size {args.page_size} for every contender; provider and transport limit with {args.concurrency} "
         "requests in flight (the provider's default `max_concurrency`); naive and dlt page sequentially (their own way). "
         "Each contender in its own fresh process; `wall s` is the extraction in that process after its imports, "
+        "`CPU s` the CPU time of that extraction (user + system, every thread of the process: unlike the wall "
+        "time it does not depend on what else the machine runs), "
         "`process s` the whole process seen from outside (imports included); peak RSS is the child's `ru_maxrss` "
         "from `os.wait4`, including its imports (`import MB`: RSS when the extraction started). "
         "429s are counted by the sandbox. Ratios are taken within the same regime and size: "
@@ -457,8 +470,8 @@ def render(results: list[Result], rates: list[SandboxRate], args: argparse.Names
         "The provider and dlt run without pandas (not a dependency of either; pyarrow would import it lazily). "
         "The sandbox's page cache is sized to hold the whole data set and warmed before the contenders run.",
         "",
-        "| contender | regime | records | rows | wall s | records/s | peak RSS MB | import MB | process s | 429s | x naive | x dlt | / transport | / floor |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| contender | regime | records | rows | wall s | records/s | CPU s | peak RSS MB | import MB | process s | 429s | x naive | x dlt | / transport | / floor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         naive = _find(results, "naive", r.regime, r.records)
@@ -474,6 +487,7 @@ def render(results: list[Result], rates: list[SandboxRate], args: argparse.Names
                 f"{r.rows:,}" + ("" if ok else " **MISMATCH**" if r.exit_code == 0 else f" **FAILED** ({r.error})"),
                 f"{r.wall_s:.2f}",
                 f"{r.records_per_s:,.0f}",
+                f"{r.cpu_s:.2f}",
                 f"{r.peak_rss_mb:,.0f}",
                 f"{r.baseline_rss_mb:,.0f}",
                 f"{r.process_s:.1f}",
