@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator
 
 from airflow_provider_activities import DEFAULT_CONN_ID
 from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIAuthError
+from airflow_provider_activities.api.export import ExportJob, check_job_id, job_status_request, parse_export_job
 from airflow_provider_activities.api.policy import RetryPolicy
 from airflow_provider_activities.api.validation import check_activity_type
 from airflow_provider_activities.compat import AirflowException, BaseTrigger, TriggerEvent
@@ -213,3 +214,117 @@ class PeopleAINewActivitiesTrigger(BaseTrigger):
 
 def _error(error_type: str, message: str) -> dict[str, Any]:
     return {"status": "error", "error_type": error_type, "message": message}
+
+
+WAIT_FOR = ("all", "any")
+
+
+class PeopleAIExportJobTrigger(BaseTrigger):
+    """Poll bulk export jobs until they end; fire one event with their last known state.
+
+    Every ``poll_interval`` seconds it reads the state of each unfinished job with the async
+    client (:class:`~airflow_provider_activities.hooks.peopleai_async.PeopleAIAsyncHook`, the
+    same requests and parsing as :meth:`PeopleAIHook.get_export_job
+    <airflow_provider_activities.hooks.peopleai.PeopleAIHook.get_export_job>`), and fires:
+
+    * ``{"status": "done", "jobs": [job, ...], "run_state": ...}`` (each job as
+      :meth:`ExportJob.as_dict <airflow_provider_activities.api.export.ExportJob.as_dict>`) when
+      every job reached a final state, when one ended ``Failed`` or ``Canceled``, or, with
+      ``wait_for="any"``, as soon as one of them ended (so the operator can submit the next job);
+      with no job ids at all, after one ``poll_interval`` (the operator waits out a "too many
+      jobs" answer this way);
+    * ``{"status": "error", "error_type": ..., "message": ...}`` on a permanent error: rejected
+      credentials (``"auth"``), a non-retryable answer such as a 404 for a job the API no longer
+      knows (``"api"``), a missing or invalid connection (``"connection"``).
+
+    Deciding what a ``Failed`` job means is the operator's: the trigger only reports states.
+    Transient errors are retried inside the client; should the retries run out, the next poll
+    tries again. The task's deferral ``timeout`` bounds the wait.
+
+    :param job_ids: the jobs to wait for.
+    :param peopleai_conn_id: the ``peopleai`` connection, read in the triggerer.
+    :param poll_interval: seconds between two rounds of polls.
+    :param wait_for: ``"all"`` (every job ends) or ``"any"`` (the first one ends).
+    :param run_state: the operator's bookkeeping of its jobs (JSON), returned unchanged in the
+        ``done`` event as ``run_state`` so the task resumes with it. (Airflow also keeps a
+        deferral's ``kwargs`` for the resumed method, but ``dag.test()`` drops them.)
+    """
+
+    def __init__(
+        self,
+        job_ids: list[str],
+        peopleai_conn_id: str = DEFAULT_CONN_ID,
+        poll_interval: float = 60.0,
+        wait_for: str = "all",
+        run_state: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(job_ids, str) or not isinstance(job_ids, (list, tuple)):
+            raise ValueError(f"job_ids={job_ids!r} must be a list of export job ids.")
+        self.job_ids = [check_job_id(job_id) for job_id in job_ids]
+        self.peopleai_conn_id = peopleai_conn_id
+        if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)) or poll_interval < 0:
+            raise ValueError(f"poll_interval={poll_interval!r} must be a number of seconds, 0 or more.")
+        self.poll_interval = float(poll_interval)
+        if wait_for not in WAIT_FOR:
+            raise ValueError(f"wait_for={wait_for!r} must be 'all' or 'any'.")
+        self.wait_for = wait_for
+        self.run_state = run_state
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Class path and keyword arguments (job ids and the connection id; no secret)."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_ids": list(self.job_ids),
+                "peopleai_conn_id": self.peopleai_conn_id,
+                "poll_interval": self.poll_interval,
+                "wait_for": self.wait_for,
+                "run_state": self.run_state,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until the jobs end (see the class), then fire one event; the session is closed first."""
+        payload = await self._wait()
+        yield TriggerEvent(payload)
+
+    async def _wait(self) -> dict[str, Any]:
+        if not self.job_ids:
+            await asyncio.sleep(self.poll_interval)
+            return {"status": "done", "jobs": [], "run_state": self.run_state}
+        known: dict[str, ExportJob] = {}
+        async with PeopleAIAsyncHook(self.peopleai_conn_id) as hook:
+            try:
+                config = await hook.get_config()
+            except (AirflowException, ValueError) as err:
+                return _error(ERROR_CONNECTION, str(err))
+            while True:
+                for job_id in self.job_ids:
+                    if job_id in known and known[job_id].finished:
+                        continue
+                    try:
+                        known[job_id] = await hook.run(job_status_request(config, job_id), parse_export_job)
+                    except PeopleAIAuthError as err:
+                        return _error(ERROR_AUTH, str(err))
+                    except PeopleAIAPIError as err:
+                        if err.status is not None and not RetryPolicy.retryable_status(err.status):
+                            return _error(ERROR_API, f"export job {job_id}: {err}")
+                        self.log.warning("People.ai export job %s: still failing after retries (%s).", job_id, err)
+                if self._finished(known):
+                    jobs = [known[job_id].as_dict() for job_id in self.job_ids]
+                    return {"status": "done", "jobs": jobs, "run_state": self.run_state}
+                self.log.info(
+                    "People.ai export jobs: %s; next poll in %.0f s.",
+                    ", ".join(f"{job_id} {known[job_id].state}" if job_id in known else f"{job_id} ?" for job_id in self.job_ids),
+                    self.poll_interval,
+                )
+                await asyncio.sleep(self.poll_interval)
+
+    def _finished(self, known: dict[str, ExportJob]) -> bool:
+        ended = [known[job_id] for job_id in self.job_ids if job_id in known and known[job_id].finished]
+        if any(job.failed for job in ended):
+            return True
+        if self.wait_for == "any":
+            return bool(ended)
+        return len(ended) == len(self.job_ids)
