@@ -26,7 +26,7 @@ def test_every_example_loads() -> None:
 
     bag = DagBag(dag_folder=str(EXAMPLES))
     assert not bag.import_errors, bag.import_errors
-    assert "peopleai_daily" in bag.dags
+    assert {"peopleai_daily", "peopleai_history_snapshot", "peopleai_delta_daily"} <= set(bag.dags)
     assert len(bag.dags) >= len(example_files())
 
 
@@ -67,4 +67,36 @@ def test_daily_example_runs_end_to_end(
     assert participants.num_rows == len(sandbox.expected_participants(*interval))
     # each task's hook paces itself; tasks running back to back start with fresh budgets, so the
     # sandbox may answer an occasional 429, which the hooks retry: the data above is still exact
+    assert sandbox.errors == []
+
+
+@pytest.mark.dag
+def test_history_examples_lay_down_a_snapshot_then_a_daily_delta(
+    sandbox: Sandbox, airflow_home: Path, airflow_db: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    """peopleai_history_snapshot for three days (from the run's conf), then peopleai_delta_daily
+    for one day, as shipped (deferrable, 5 requests/s enforced); each output exactly the sandbox's."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.test_operators_export import expected_rows, written_rows
+
+    target = airflow_home / "dags" / "peopleai_history.py"
+    shutil.copyfile(EXAMPLES / "peopleai_history.py", target)
+    bag = DagBag(dag_folder=str(target))
+    assert not bag.import_errors, bag.import_errors
+    sandbox.export.settings.polls = 0  # jobs end at their first poll: the examples' poll intervals are minutes
+
+    run = bag.dags["peopleai_history_snapshot"].test(
+        logical_date=START + timedelta(days=10), run_conf={"start": "2026-11-01", "end": "2026-11-04"}
+    )
+    assert {ti.task_id: str(ti.state) for ti in run.get_task_instances()} == {"export_snapshot": "success"}
+    snapshot = written_rows(tmp_path / "lake", "raw_activities")
+    assert snapshot == expected_rows(sandbox, START.date(), START.date() + timedelta(days=2), "snapshot")
+    assert len(snapshot) == 3 and all(snapshot.values())
+
+    day = START + timedelta(days=2)
+    run = bag.dags["peopleai_delta_daily"].test(logical_date=day)
+    assert {ti.task_id: str(ti.state) for ti in run.get_task_instances()} == {"export_delta": "success"}
+    delta = written_rows(tmp_path / "lake", "raw_activities_delta")
+    assert delta == expected_rows(sandbox, (day - timedelta(days=1)).date(), (day - timedelta(days=1)).date(), "delta")
     assert sandbox.errors == []
