@@ -56,3 +56,34 @@ def test_a_dag_with_deferrable_snapshot_and_delta_tasks_writes_exactly_the_sandb
             assert summary["rows"] == table.num_rows
             assert summary["jobs"] == [job.job_id for job in sandbox.export.jobs if job.export_type == export_type]
         assert all(not request.authorization for request in sandbox.export.file_requests)
+
+
+@pytest.fixture(scope="module")
+def timeout_dag(airflow_db: Path, airflow_home: Path) -> Any:
+    return load_dag(airflow_home, "export_timeout.py", "peopleai_export_timeout_test")
+
+
+def test_a_job_running_past_the_tasks_timeout_fails_the_try_and_the_retry_reuses_it(
+    timeout_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.models.taskinstancehistory import TaskInstanceHistory
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    output = f"file://{tmp_path}/lake"
+    monkeypatch.setenv("AIRFLOW_VAR_PEOPLEAI_OUTPUT_PATH", output)
+    day = START + DAY
+    with Sandbox(seed=31, activities=600, start=START, days=3, rate_limit=None) as sandbox:
+        # About 25 polls of 0.1 s: longer than the first try's 3 s timeout, shorter than two tries.
+        sandbox.export.settings.polls = 45
+        monkeypatch.setenv("AIRFLOW_CONN_PEOPLEAI_DEFAULT", sandbox.connection_json(requests_per_second=10_000))
+        run = timeout_dag.test(logical_date=day + DAY)
+        (ti,) = run.get_task_instances()
+        assert str(ti.state) == "success" and ti.try_number == 2
+        with create_session() as session:
+            first_try = session.scalars(
+                select(TaskInstanceHistory).where(TaskInstanceHistory.run_id == run.run_id, TaskInstanceHistory.try_number == 1)
+            ).one()
+        assert str(first_try.state) in ("up_for_retry", "failed")
+        assert len(sandbox.export.jobs) == 1  # the retry reused the job
+        assert written_rows(tmp_path / "lake", DATASET["delta"]) == expected_rows(sandbox, day.date(), day.date(), "delta")
