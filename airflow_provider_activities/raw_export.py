@@ -45,6 +45,11 @@ DAY_COLUMN = "_day"
 SEQUENCE_COLUMN = "_seq"
 """Helper column while spooling: the row's position in the export files (arrival order)."""
 DEFAULT_MAX_BUFFERED_ROWS = 100_000
+DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+"""Arrow bytes of converted rows held in memory before they are spilled to a round file (nested
+export records are a few KiB each, so this, not the row cap, usually triggers the spill)."""
+DEFAULT_CHUNK_ROWS = 16_384
+"""Rows per record batch handed to the writer when a day is read back."""
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _EPOCH_DAY = date(1970, 1, 1)
 _EXTRA_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -248,23 +253,35 @@ def spool_schema(schema: pa.Schema) -> pa.Schema:
 class _Round:
     path: str
     index: dict[int, tuple[int, int]]  # day -> (offset, rows)
-    table: pa.Table | None = None
 
 
 class DaySpool:
-    """Rows grouped by UTC day on local disk, with at most ``max_buffered_rows`` rows in memory.
+    """Rows grouped by UTC day on local disk, with at most ``max_buffered_rows`` rows (and about
+    ``max_buffered_bytes`` of Arrow data) in memory.
+
+    Reading a day back memory-maps the round files afresh and slices that day out of each; the
+    maps are released with the returned table, so pages of days already read do not stay resident.
 
     :param directory: a local directory for the round files (removed by :meth:`close`' caller).
     :param schema: the schema of the batches added (with the helper columns, see :func:`spool_schema`).
     :param max_buffered_rows: rows kept in memory before they are written out as a round.
+    :param max_buffered_bytes: Arrow bytes kept in memory before they are written out as a round.
     """
 
-    def __init__(self, directory: str, schema: pa.Schema, max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS) -> None:
+    def __init__(
+        self,
+        directory: str,
+        schema: pa.Schema,
+        max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+    ) -> None:
         self.directory = directory
         self.schema = schema
         self.max_buffered_rows = max_buffered_rows
+        self.max_buffered_bytes = max_buffered_bytes
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
+        self._buffered_bytes = 0
         self._rounds: list[_Round] = []
 
     @property
@@ -283,7 +300,8 @@ class DaySpool:
             return
         self._buffer.append(batch)
         self._buffered += batch.num_rows
-        if self._buffered >= self.max_buffered_rows:
+        self._buffered_bytes += batch.nbytes
+        if self._buffered >= self.max_buffered_rows or self._buffered_bytes >= self.max_buffered_bytes:
             self.flush()
 
     def flush(self) -> None:
@@ -291,7 +309,7 @@ class DaySpool:
         if not self._buffered:
             return
         table = pa.Table.from_batches(self._buffer, schema=self.schema)
-        self._buffer, self._buffered = [], 0
+        self._buffer, self._buffered, self._buffered_bytes = [], 0, 0
         table = table.take(pc.sort_indices(table, sort_keys=[(DAY_COLUMN, "ascending"), (SEQUENCE_COLUMN, "ascending")]))
         counts = pc.value_counts(table.column(DAY_COLUMN)).to_pylist()
         index: dict[int, tuple[int, int]] = {}
@@ -313,25 +331,22 @@ class DaySpool:
         return sorted(found)
 
     def read_day(self, day: int) -> pa.Table:
-        """All rows of ``day`` (arrival order within each round), memory-mapped where possible."""
+        """All rows of ``day`` (arrival order within each round), memory-mapped: nothing is
+        copied until the rows are used, and the maps close when the table is released."""
         self.flush()
         parts = []
         for spilled in self._rounds:
             where = spilled.index.get(day)
             if where is None:
                 continue
-            if spilled.table is None:
-                spilled.table = pa.ipc.open_file(pa.memory_map(spilled.path, "r")).read_all()
-            parts.append(spilled.table.slice(*where))
+            parts.append(pa.ipc.open_file(pa.memory_map(spilled.path, "r")).read_all().slice(*where))
         if not parts:
             return self.schema.empty_table()
         return pa.concat_tables(parts)
 
     def close(self) -> None:
-        """Drop buffers and release the memory maps (the files stay for the caller to remove)."""
-        self._buffer, self._buffered = [], 0
-        for spilled in self._rounds:
-            spilled.table = None
+        """Drop the buffered rows (the round files stay for the caller to remove)."""
+        self._buffer, self._buffered, self._buffered_bytes = [], 0, 0
 
 
 _PER_KEY_NULL_PLACEMENT = int(pa.__version__.split(".")[0]) >= 25
@@ -345,6 +360,30 @@ def _sort_indices(table: pa.Table, keys: list[tuple[str, str]], null_placement: 
     return pc.sort_indices(table, sort_keys=keys, null_placement=null_placement)
 
 
+def deduplicated_order(table: pa.Table, time_column: str, id_column: str = "uid") -> pa.Array:
+    """The indices of the rows :func:`deduplicate` keeps, in its order; only the key columns
+    (``id_column``, ``ingest_timestamp``, ``time_column``, :data:`SEQUENCE_COLUMN`) are read.
+
+    :param table: rows with :data:`SEQUENCE_COLUMN`.
+    """
+    rows = table.num_rows
+    if rows < 2:
+        return pa.array(range(rows), type=pa.uint64())
+    keys = table.select(list(dict.fromkeys([id_column, "ingest_timestamp", time_column, SEQUENCE_COLUMN])))
+    order = _sort_indices(
+        keys, [(id_column, "ascending"), ("ingest_timestamp", "ascending"), (SEQUENCE_COLUMN, "ascending")], "at_start"
+    )
+    ids = keys.column(id_column).take(order)
+    later_differs = pc.fill_null(pc.not_equal(ids.slice(0, rows - 1), ids.slice(1)), True)
+    last_of_id = pa.concat_arrays([*later_differs.chunks, pa.array([True])])
+    kept = pc.filter(order, last_of_id)
+    kept_keys = keys.take(kept)
+    final = _sort_indices(
+        kept_keys, [(time_column, "ascending"), (id_column, "ascending"), (SEQUENCE_COLUMN, "ascending")], "at_end"
+    )
+    return kept.take(final)
+
+
 def deduplicate(table: pa.Table, time_column: str, id_column: str = "uid") -> tuple[pa.Table, int]:
     """One row per ``id_column`` (the latest ``ingest_timestamp``, then the latest arrival wins),
     ordered by ``time_column``, ``id_column`` and arrival; rows without an id are all kept.
@@ -352,20 +391,10 @@ def deduplicate(table: pa.Table, time_column: str, id_column: str = "uid") -> tu
     :param table: rows with :data:`SEQUENCE_COLUMN`.
     :return: the rows kept, and how many were dropped.
     """
-    rows = table.num_rows
-    if rows < 2:
+    if table.num_rows < 2:
         return table, 0
-    order = _sort_indices(
-        table, [(id_column, "ascending"), ("ingest_timestamp", "ascending"), (SEQUENCE_COLUMN, "ascending")], "at_start"
-    )
-    ids = table.column(id_column).take(order)
-    later_differs = pc.fill_null(pc.not_equal(ids.slice(0, rows - 1), ids.slice(1)), True)
-    last_of_id = pa.concat_arrays([*later_differs.chunks, pa.array([True])])
-    kept = table.take(pc.filter(order, last_of_id))
-    kept = kept.take(
-        _sort_indices(kept, [(time_column, "ascending"), (id_column, "ascending"), (SEQUENCE_COLUMN, "ascending")], "at_end")
-    )
-    return kept, rows - kept.num_rows
+    order = deduplicated_order(table, time_column, id_column)
+    return table.take(order), table.num_rows - len(order)
 
 
 @dataclass
@@ -391,6 +420,7 @@ class RawExportBuffer:
     :param start_ms: first instant kept (epoch ms, a UTC midnight).
     :param end_ms: first instant no longer kept.
     :param max_buffered_rows: converted rows held in memory before spilling to disk.
+    :param max_buffered_bytes: Arrow bytes of converted rows held in memory before spilling.
     """
 
     def __init__(
@@ -401,12 +431,13 @@ class RawExportBuffer:
         end_ms: int,
         schema: pa.Schema = RAW_ACTIVITY_SCHEMA,
         max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
     ) -> None:
         self.schema = schema
         self.time_column = time_column
         self.start_ms, self.end_ms = start_ms, end_ms
         self.converter = RawRecordConverter(schema)
-        self.spool = DaySpool(directory, spool_schema(schema), max_buffered_rows)
+        self.spool = DaySpool(directory, spool_schema(schema), max_buffered_rows, max_buffered_bytes)
         self.counts = ExportCounts()
 
     def add(self, records: list[dict[str, Any]]) -> None:
@@ -434,6 +465,25 @@ class RawExportBuffer:
             self.counts.duplicates += dropped
             yield date.fromordinal(_EPOCH_DAY.toordinal() + day), table.drop_columns([DAY_COLUMN, SEQUENCE_COLUMN])
 
+    def day_batches(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[date, Iterator[pa.RecordBatch]]]:
+        """Like :meth:`days`, with each day's rows as record batches of at most ``chunk_rows``,
+        materialized one at a time from the memory-mapped spool: memory holds the day's key
+        columns and one batch, not the whole day. Consume each day's batches before the next day.
+        """
+        for day in self.spool.days():
+            table = self.spool.read_day(day)
+            order = deduplicated_order(table, self.time_column)
+            self.counts.duplicates += table.num_rows - len(order)
+            yield date.fromordinal(_EPOCH_DAY.toordinal() + day), self._chunks(table, order, chunk_rows)
+            del table
+
+    @staticmethod
+    def _chunks(table: pa.Table, order: pa.Array, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+        data = table.drop_columns([DAY_COLUMN, SEQUENCE_COLUMN])
+        for offset in range(0, len(order), chunk_rows):
+            chunk = data.take(order.slice(offset, chunk_rows))
+            yield from chunk.combine_chunks().to_batches()
+
     def close(self) -> None:
         """Release buffers and memory maps."""
         self.spool.close()
@@ -448,5 +498,6 @@ __all__ = [
     "RawRecordConverter",
     "SEQUENCE_COLUMN",
     "deduplicate",
+    "deduplicated_order",
     "spool_schema",
 ]

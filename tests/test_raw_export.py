@@ -293,6 +293,26 @@ class TestBuffer:
         assert sum(t.num_rows for _, t in buffer.days()) == len(records)
 
 
+    def test_day_batches_give_the_days_rows_in_small_batches_from_a_byte_capped_spool(self, sb: Sandbox, tmp_path: Path) -> None:
+        sb.export.settings.stale_duplicates = True
+        sb.export.settings.spill_days = 1
+        records = sb.export_file_records(FIRST, LAST, "snapshot")
+        reference, reference_buffer, _ = run_buffer(records, tmp_path / "reference", "timestamp", 10**9)
+        buffer = RawExportBuffer(
+            str(tmp_path), "timestamp", day_ms(FIRST), day_ms(LAST) + DAY_MS, max_buffered_bytes=64 * 1024
+        )
+        for i in range(0, len(records), 40):
+            buffer.add(records[i : i + 40])
+            assert buffer.spool._buffered_bytes < 64 * 1024
+        assert buffer.spool.rounds >= 3  # the byte cap, not the row cap, spilled
+        batches = {day: list(chunks) for day, chunks in buffer.day_batches(chunk_rows=7)}
+        assert list(batches) == list(reference)
+        for day, chunks in batches.items():
+            assert max(batch.num_rows for batch in chunks) <= 7
+            assert pa.Table.from_batches(chunks).equals(reference[day]), day
+        assert buffer.counts == reference_buffer.counts
+
+
 def spool_batch(uids: list[str | None], ingests: list[int | None], days: list[int], first_seq: int = 0) -> pa.RecordBatch:
     """A minimal spool batch: uid, timestamp, ingest_timestamp plus the helper columns."""
     schema = spool_schema(pa.schema([("uid", pa.string()), ("timestamp", pa.timestamp("ms", tz="UTC")), ("ingest_timestamp", pa.timestamp("ms", tz="UTC"))]))

@@ -506,6 +506,10 @@ EXPORT_DATASETS = {"snapshot": ("raw_activities", "timestamp", "activity_date"),
 """By export type: the dataset directory, the field that places a record in a day, the day's partition key."""
 
 
+EXPORT_ROW_GROUP_SIZE = 16_384
+"""Rows per Parquet row group of the export operator's files (and the most rows its writer buffers)."""
+
+
 def _export_dataset(export_type: str, activity_type: str) -> str:
     name = EXPORT_DATASETS[export_type][0]
     return name if activity_type == "all" else f"{name}_{activity_type}"
@@ -792,7 +796,13 @@ class PeopleAIExportActivitiesToParquetOperator(_PeopleAIToParquetOperator):
         schema_in_files = file_schema(self.schema, [])
         days = [(start + timedelta(days=i)).date().isoformat() for i in range((end - start).days)]
         writer = PartitionedParquetWriter(
-            staging, schema_in_files, compression=self.compression, max_rows_per_file=self.max_rows_per_file
+            staging,
+            schema_in_files,
+            compression=self.compression,
+            max_rows_per_file=self.max_rows_per_file,
+            # nested export rows are a few KiB each: smaller row groups keep the writer's buffer small
+            row_group_size=EXPORT_ROW_GROUP_SIZE,
+            max_buffered_rows=EXPORT_ROW_GROUP_SIZE,
         )
         with tempfile.TemporaryDirectory(prefix="peopleai-export-") as local:
             buffer = RawExportBuffer(local, self.time_column, _epoch_ms(start), _epoch_ms(end), schema=self.schema)
@@ -802,9 +812,9 @@ class PeopleAIExportActivitiesToParquetOperator(_PeopleAIToParquetOperator):
                     for records in iter_export_batches(found.path):
                         buffer.add(records)
                     os.remove(found.path)
-                for day, table in buffer.days():
+                for day, batches in buffer.day_batches():
                     partition = f"{self.date_key}={day.isoformat()}"
-                    for batch in table.to_batches(max_chunksize=64 * 1024):
+                    for batch in batches:
                         writer.write(partition, batch)
                 for day_text in days:
                     writer.ensure_partition(f"{self.date_key}={day_text}")
