@@ -544,7 +544,8 @@ class PeopleAIExportActivitiesToParquetOperator(_PeopleAIToParquetOperator):
     time field then ``uid``, so a rerun over unchanged data writes byte-identical files. The
     nested schema is :data:`~airflow_provider_activities.schemas.RAW_ACTIVITY_SCHEMA`; fields it
     does not know go to ``_extra``. Conversion streams through a local spool on disk, so memory
-    does not grow with the size of the export. Publishing, manifests, ``_SUCCESS``, idempotency
+    does not grow with the size of the export; the worker needs local disk (``TMPDIR``) for one
+    downloaded file at a time and for the spool, about the uncompressed size of the export. Publishing, manifests, ``_SUCCESS``, idempotency
     and Assets follow the same rules as the other extract operators: the run owns every day
     partition of its range and replaces them whole (a day without records gets a zero-row file).
 
@@ -601,6 +602,8 @@ class PeopleAIExportActivitiesToParquetOperator(_PeopleAIToParquetOperator):
         max_days_per_job: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if "partition_by" in kwargs:
+            raise ValueError("partition_by is not a parameter of the export operator: it always writes one partition per UTC day.")
         export_type = check_export_type(export_type)
         activity_type = check_export_activity_type(activity_type)
         if max_days_per_job is not None and (
