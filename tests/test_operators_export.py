@@ -406,6 +406,7 @@ def test_too_many_jobs_answers_are_waited_out_not_failed(sandbox: Sandbox, tmp_p
         ({"poll_interval": -1}, "poll_interval=-1"),
         ({"output_path": "ftp://host/dir"}, "scheme 'ftp' is not supported"),
         ({"output_path": "/no/scheme"}, "has no scheme"),
+        ({"partition_by": "interval"}, "partition_by is not a parameter of the export operator"),
     ],
 )
 def test_bad_arguments_are_refused_when_the_task_is_defined(kwargs: dict[str, Any], message: str) -> None:
