@@ -12,7 +12,7 @@ key), so the sandbox should never see more than 5 arrivals in a second. Checked:
 * the sandbox answered no 429, and its request log never holds more than 5 arrivals in any
   sliding second (measured from the log, 429s included).
 
-CI runs 8 days of about 300 activities; ``PEOPLEAI_FULL_LOAD=1`` runs the issue's 30 days of
+CI runs 6 days of about 340 activities a day; ``PEOPLEAI_FULL_LOAD=1`` runs the issue's 30 days of
 1000 activities (a few minutes). ``test_memory.py`` holds the 1M-activity day.
 """
 
@@ -73,7 +73,7 @@ class Backfill:
     rates: tuple[int, ...] = (2, 2, 1)
 
 
-CI_SIZE = Backfill(days=8, activities=3000)
+CI_SIZE = Backfill(days=6, activities=2400)
 FULL_SIZE = Backfill(days=30, activities=32_000)
 
 

@@ -308,7 +308,7 @@ def test_a_huge_page_is_refused_at_once_and_writes_nothing(api: Sandbox, monkeyp
     assert len(body) > DEFAULT_MAX_RESPONSE_BYTES
     with CraftedAPI(api, body) as crafted:
         connect(monkeypatch, crafted, max_retries=2)
-        with pytest.raises(PeopleAIAPIError, match=r"answer refused: its body of [\d,]+ bytes is over the cap of 67,108,864 bytes \(asked for limit=100 records"):
+        with pytest.raises(PeopleAIAPIError, match=r"answer refused: its body \([\d,]+ bytes read\) is over the cap of 67,108,864 bytes \(asked for limit=100 records"):
             run(activities_op(output), NOV_2)
     assert crafted.crafted_answers == 1  # not retried
     after = sha256s(contents(root_of(output)))

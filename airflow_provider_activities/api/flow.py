@@ -137,8 +137,8 @@ def call_flow(
                 raise _api_error(
                     request,
                     outcome.status,
-                    f"answer refused: its body of {len(outcome.body):,} bytes is over the cap of {cap:,} bytes "
-                    f"(asked for {_asked(request)}; the cap is the connection extra 'max_response_bytes')",
+                    f"answer refused: its body ({len(outcome.body):,} bytes read) is over the cap of {cap:,} bytes "
+                    f"({_asked(request)}the cap is the connection extra 'max_response_bytes')",
                     None,
                     attempts,
                 )
@@ -200,8 +200,9 @@ def _content_type_note(headers: Mapping[str, str]) -> str:
 
 
 def _asked(request: ApiRequest) -> str:
+    """``"asked for limit=100 records; "`` for a page request, else ``""``."""
     limit = request.params.get("limit")
-    return f"limit={limit} records" if limit is not None else "one answer"
+    return f"asked for limit={limit} records; " if limit is not None else ""
 
 
 def _api_error(request: ApiRequest, status: int | None, message: str, trace_id: str | None, attempts: int) -> PeopleAIAPIError:
