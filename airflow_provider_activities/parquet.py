@@ -17,8 +17,11 @@ directory, with bounded memory and deterministic bytes. See its docstring for th
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -322,6 +325,31 @@ DEFAULT_MAX_BUFFERED_ROWS = 100_000
 does not grow with the run. With several partitions filling at once, the largest buffer is then
 written as a row group before it reaches ``row_group_size``."""
 _DRAIN_BYTES = 4 * 1024 * 1024
+
+
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim  # glibc only (not musl, not macOS)
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _glibc_malloc_trim() if sys.platform.startswith("linux") else None
+
+
+def release_freed_memory() -> None:
+    """Hand memory the process has freed back to the OS (called after each row group).
+
+    Arrow's allocator (mimalloc or jemalloc) keeps freed pages for reuse, and so does glibc's
+    ``malloc`` in one arena per thread (the hook's page threads decode pages in theirs): both
+    make the process's memory creep up with the length of a run although what it holds does
+    not. ``release_unused`` and glibc's ``malloc_trim(0)`` give the free pages back; each takes
+    about a millisecond.
+    """
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 @dataclass(frozen=True)
@@ -631,10 +659,7 @@ class PartitionedParquetWriter:
             offset += rows
             if current.rows >= self.max_rows_per_file:
                 self._finish_file(state)
-        # Arrow's allocator (mimalloc or jemalloc) keeps freed pages for reuse; the buffers just
-        # written are the biggest thing freed, so hand their pages back to the OS now, or the
-        # process's memory creeps up with the size of the run.
-        pa.default_memory_pool().release_unused()
+        release_freed_memory()
 
     def _open_file(self, state: _PartitionState) -> _OpenFile:
         name = f"part-{len(state.files):05d}.parquet"
