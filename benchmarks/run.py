@@ -28,8 +28,8 @@ How it measures:
   per-child accounting (``os.wait4`` on that child: its ``ru_maxrss``, including anything it
   spawned and reaped), so one contender's memory never masks another's. ``wall s`` is the
   extraction alone, timed in the child after its imports (first request to last file
-  written), ``CPU s`` its user + system CPU time (all threads; unlike wall time, it does not
-  depend on the machine's other load); ``process s`` is the whole child process, timed from
+  written), ``CPU s`` its user + system CPU time (all threads; less sensitive than wall time
+  to the machine's other load, which still inflates it through shared caches and cores); ``process s`` is the whole child process, timed from
   outside (interpreter start and imports included: airflow's are ~3 s).
 * ``--repeat N`` runs N rounds of every contender in turn and keeps, per contender, the run of
   median wall time.
@@ -445,13 +445,16 @@ def render(results: list[Result], rates: list[SandboxRate], args: argparse.Names
     vers = versions()
     lines += [
         f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['memory']} RAM, {info['platform']}.  ",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".  ",
+        "Load average (1 min) when the run started and ended: "
+        + " and ".join(f"{value:.2f}" for value in getattr(args, "load", [])) + " (the benchmark keeps 1 to 2 CPUs "
+        "busy itself; more is other work on the machine competing for its CPUs).",
         "",
         f"Page size {args.page_size} for every contender; provider and transport limit with {args.concurrency} "
         "requests in flight (the provider's default `max_concurrency`); naive and dlt page sequentially (their own way). "
         "Each contender in its own fresh process; `wall s` is the extraction in that process after its imports, "
-        "`CPU s` the CPU time of that extraction (user + system, every thread of the process: unlike the wall "
-        "time it does not depend on what else the machine runs), "
+        "`CPU s` the CPU time of that extraction (user + system, every thread of the process: less sensitive "
+        "than the wall time to what else the machine runs, not immune to it), "
         "`process s` the whole process seen from outside (imports included); peak RSS is the child's `ru_maxrss` "
         "from `os.wait4`, including its imports (`import MB`: RSS when the extraction started). "
         "429s are counted by the sandbox. Ratios are taken within the same regime and size: "
@@ -564,7 +567,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--regimes", type=lambda t: t.split(","), default=["cpu", "api"], help="cpu,api (default both)")
     parser.add_argument("--contenders", type=lambda t: t.split(","), default=list(CONTENDERS),
                         help=f"subset of {','.join(CONTENDERS)}")
-    parser.add_argument("--api-records", type=int, default=30_000, help="API-bound size (default 30000: 30 pages, a 6 s floor)")
+    parser.add_argument("--api-records", type=int, default=300_000,
+                        help="API-bound size (default 300000: 300 pages, a 60 s floor)")
     parser.add_argument("--api-rate", type=float, default=5.0, help="sandbox rate limit in the API-bound regime")
     parser.add_argument("--api-latency", type=float, default=0.1, help="sandbox latency per request in the API-bound regime")
     parser.add_argument("--page-size", type=int, default=1000)
@@ -591,13 +595,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list[Result]:
     args = parse_args(argv)
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    args.load = [os.getloadavg()[0]]
     results, rates = run_benchmark(args)
+    args.load.append(os.getloadavg()[0])
     report = render(results, rates, args, command.strip())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.md").write_text(report)
     (args.out / "latest.json").write_text(json.dumps({
         "command": command.strip(),
         "machine": machine(),
+        "load_average_start_end": args.load,
         "versions": versions(),
         "results": [{**asdict(r), "records_per_s": r.records_per_s, "ok": r.ok} for r in results],
         "sandbox_rates": [asdict(rate) for rate in rates],

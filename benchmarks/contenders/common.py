@@ -73,8 +73,8 @@ def cpu_seconds() -> float:
 class Clock:
     """Times the extraction: ``start()`` after imports, ``stop()`` after the last byte written.
 
-    Wall seconds and CPU seconds (every thread of the process): the CPU time does not depend on
-    what else the machine runs meanwhile, the wall time does.
+    Wall seconds and CPU seconds (every thread of the process): the CPU time depends less than the
+    wall time on what else the machine runs meanwhile (it still grows with contention).
     """
 
     def __init__(self) -> None:
