@@ -401,11 +401,6 @@ def test_the_max_response_bytes_extra_is_checked() -> None:
         config(max_response_bytes="big")
 
 
-@pytest.mark.xfail(
-    reason="the hooks do not pass config.max_response_bytes to page_request yet (hooks/ is another engineer's); "
-    "the default cap applies meanwhile",
-    strict=False,
-)
 def test_a_configured_body_cap_refuses_pages_over_it(api: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     connect(monkeypatch, api, max_response_bytes=10_000)  # a sandbox page of 100 activities is ~78 kB
     with pytest.raises(PeopleAIAPIError, match=r"over the cap of 10,000 bytes"):

@@ -134,6 +134,19 @@ class RecordStream:
         return self._pages
 
 
+def _read_capped(answer: requests.Response, cap: int) -> bytes:
+    """The body, read in chunks; reading stops once it passes ``cap`` bytes (the call flow then
+    refuses the answer), so an endless or oversized body never fills memory."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in answer.iter_content(chunk_size=1 << 16):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            break
+    return b"".join(chunks)
+
+
 class PeopleAIHook(BaseHook):
     """Talks to the People.ai (Backstory) Activity API.
 
@@ -221,8 +234,10 @@ class PeopleAIHook(BaseHook):
                     json=request.json_body,
                     headers=request.headers(),
                     timeout=self.config.timeout,
+                    stream=True,
                 )
-                return Response(answer.status_code, answer.headers, answer.content)
+                with answer:
+                    return Response(answer.status_code, answer.headers, _read_capped(answer, request.body_cap()))
             except requests.RequestException as err:
                 return err
             finally:
@@ -307,7 +322,7 @@ class PeopleAIHook(BaseHook):
     # -- pagination ---------------------------------------------------------------------------
 
     def _fetch_page(self, path: str, filters: dict[str, str], offset: int) -> Page:
-        return self.run(page_request(path, filters, offset, self.config.page_size), parse_page)
+        return self.run(page_request(path, filters, offset, self.config.page_size, self.config.max_response_bytes), parse_page)
 
     def _iter_pages(self, query: Query, stream: RecordStream) -> Iterator[list[dict[str, Any]]]:
         """Every new record of ``query``, page by page; another pass when ``meta.total`` moved."""
@@ -447,7 +462,7 @@ class PeopleAIHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Mint a token and read one activity; ``(True, message)`` or ``(False, reason)``."""
         try:
-            page = self.run(page_request(ACTIVITIES_PATH, {}, 0, 1), parse_page)
+            page = self.run(page_request(ACTIVITIES_PATH, {}, 0, 1, self.config.max_response_bytes), parse_page)
         except Exception as err:  # the UI shows the reason; it never holds a secret
             return False, str(err)
         total = f"{page.total} activities visible" if page.total is not None else "activities readable"

@@ -42,6 +42,19 @@ SLOT_POLL_SECONDS = 0.01
 """How often a request waiting for a rate-limit slot that another hook holds looks again."""
 
 
+async def _read_capped(answer: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The body, read in chunks; reading stops once it passes ``cap`` bytes (the call flow then
+    refuses the answer), so an oversized body never fills the triggerer's memory."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in answer.content.iter_chunked(1 << 16):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            break
+    return b"".join(chunks)
+
+
 class PeopleAIAsyncHook(BaseHook):
     """Async client of the People.ai (Backstory) Activity API, for triggers.
 
@@ -153,7 +166,7 @@ class PeopleAIAsyncHook(BaseHook):
                         json=request.json_body,
                         headers=request.headers(),
                     ) as answer:
-                        body = await answer.read()
+                        body = await _read_capped(answer, request.body_cap())
                         return Response(answer.status, dict(answer.headers), body)
                 except TRANSPORT_ERRORS as err:
                     return err
@@ -257,7 +270,7 @@ class PeopleAIAsyncHook(BaseHook):
             plan = PagePlan(limit=config.page_size)
             while not plan.done:
                 offset = plan.offset
-                page = await self.run(page_request(query.path, query.filters, offset, config.page_size), parse_page)
+                page = await self.run(page_request(query.path, query.filters, offset, config.page_size, config.max_response_bytes), parse_page)
                 plan.receive(offset, len(page.records), page.total)
                 pages += 1
                 latest = latest_ingested_ms(query.record_filter.apply(page.records), latest)
