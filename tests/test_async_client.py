@@ -261,3 +261,23 @@ class TestNoSecrets:
 
         text = run(config)
         assert SECRET not in text and "peopleai_default" in text
+
+
+def test_hooks_of_one_process_on_the_same_credentials_share_one_token(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A triggerer runs many triggers, each with its own async hook: they reuse one token (and
+    register one value with the secrets masker) instead of minting one each."""
+    since = START + timedelta(days=1)
+    sync_count(since)
+    sync_count(since)
+    for _ in range(3):
+        async_count(since)
+    assert len([r for r in sandbox.requests if r.path == "/auth/v1/tokens"]) == 1
+
+    # Other credentials never ride on that token: a connection with a wrong secret asks for its
+    # own token, and is refused.
+    monkeypatch.setenv("AIRFLOW_CONN_PEOPLEAI_DEFAULT", sandbox.connection_json(**FAST).replace(SECRET, "not-the-secret"))
+    with pytest.raises(PeopleAIAuthError):
+        sync_count(since)
+    with pytest.raises(PeopleAIAuthError):
+        async_count(since)
+    assert len([r for r in sandbox.requests if r.path == "/auth/v1/tokens"]) == 3

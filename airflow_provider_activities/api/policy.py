@@ -7,6 +7,7 @@ API key (:func:`shared_rate_limiter`), shared by every hook, sync or async.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import random
 import threading
@@ -221,3 +222,29 @@ def shared_rate_limiter(base_url: str, client_id: str, rate: float) -> SharedRat
             shared.limiter.set_rate(rate)
             shared.condition.notify_all()
     return shared
+
+
+_SHARED_TOKENS: dict[tuple[str, str, str], TokenCache] = {}
+_SHARED_TOKENS_LOCK = threading.Lock()
+
+
+def shared_token_cache(token_url: str, client_id: str, client_secret: str) -> TokenCache:
+    """The process's token cache for one API key pair at one token endpoint.
+
+    Every hook of a process on the same credentials (the sync hook in a worker, the async hook of
+    each trigger in a triggerer) reuses one access token until it is due for refresh, instead of
+    minting its own: fewer token requests, and fewer tokens registered with Airflow's secrets
+    masker, which keeps every masked value for the life of the process. Keyed by the token URL,
+    the ``client_id`` and a SHA-256 of the secret (a rotated secret gets a cache of its own; the
+    secret itself is not kept here).
+
+    :param token_url: the absolute URL of the token endpoint.
+    :param client_id: the API key.
+    :param client_secret: the API secret.
+    """
+    key = (token_url, client_id, hashlib.sha256(client_secret.encode()).hexdigest())
+    with _SHARED_TOKENS_LOCK:
+        cache = _SHARED_TOKENS.get(key)
+        if cache is None:
+            cache = _SHARED_TOKENS[key] = TokenCache()
+        return cache

@@ -48,7 +48,13 @@ from airflow_provider_activities.api.export import (
 )
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
 from airflow_provider_activities.api.pagination import PagePlan
-from airflow_provider_activities.api.policy import RetryPolicy, SharedRateLimiter, TokenCache, shared_rate_limiter
+from airflow_provider_activities.api.policy import (
+    RetryPolicy,
+    SharedRateLimiter,
+    TokenCache,
+    shared_rate_limiter,
+    shared_token_cache,
+)
 from airflow_provider_activities.api.protocol import ACTIVITIES_PATH, ApiRequest, Page, page_request, parse_page
 from airflow_provider_activities.api.queries import (
     Query,
@@ -165,7 +171,6 @@ class PeopleAIHook(BaseHook):
     def __init__(self, peopleai_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.peopleai_conn_id = peopleai_conn_id
-        self._tokens = TokenCache()
         self._token_lock = threading.Lock()
         self._session: requests.Session | None = None
 
@@ -198,6 +203,12 @@ class PeopleAIHook(BaseHook):
         """The process's limiter for this connection's API key, shared with every other hook on it."""
         config = self.config
         return shared_rate_limiter(config.base_url, config.client_id, config.requests_per_second)
+
+    @cached_property
+    def _tokens(self) -> TokenCache:
+        """The process's token cache for this connection's credentials, shared with every hook on them."""
+        config = self.config
+        return shared_token_cache(config.base_url + config.token_path, config.client_id, config.client_secret)
 
     @cached_property
     def _in_flight(self) -> threading.BoundedSemaphore:

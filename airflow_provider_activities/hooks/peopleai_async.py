@@ -24,7 +24,13 @@ from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_activities.api.config import ClientConfig, config_from_connection
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
 from airflow_provider_activities.api.pagination import PagePlan
-from airflow_provider_activities.api.policy import RetryPolicy, SharedRateLimiter, TokenCache, shared_rate_limiter
+from airflow_provider_activities.api.policy import (
+    RetryPolicy,
+    SharedRateLimiter,
+    TokenCache,
+    shared_rate_limiter,
+    shared_token_cache,
+)
 from airflow_provider_activities.api.protocol import ApiRequest, page_request, parse_page
 from airflow_provider_activities.api.queries import ingested_query, latest_ingested_ms
 from airflow_provider_activities.api.records import ms_to_datetime
@@ -83,7 +89,7 @@ class PeopleAIAsyncHook(BaseHook):
         self._limiter: SharedRateLimiter | None = None
         self._in_flight: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._tokens = TokenCache()
+        self._tokens: TokenCache | None = None
         self._token_lock = asyncio.Lock()
         self._config_lock = asyncio.Lock()
         self._slots = asyncio.Condition()
@@ -199,6 +205,8 @@ class PeopleAIAsyncHook(BaseHook):
 
     async def _token(self, need: NeedToken) -> str:
         config = await self.get_config()
+        if self._tokens is None:  # the process's cache for these credentials, shared with every hook on them
+            self._tokens = shared_token_cache(config.base_url + config.token_path, config.client_id, config.client_secret)
         async with self._token_lock:
             if need.stale is not None:
                 self._tokens.invalidate(need.stale)
