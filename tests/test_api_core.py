@@ -210,6 +210,19 @@ class TestPolicies:
         limiter.set_rate(2)
         assert limiter.acquire(1.0) == 0.0 and limiter.acquire(1.0) is None
 
+    def test_forget_endpoint_drops_tokens_and_limiters_of_that_api_only(self) -> None:
+        from airflow_provider_activities.api.policy import forget_endpoint, shared_token_cache
+
+        tokens = shared_token_cache("http://127.0.0.1:7/auth/v1/tokens", "key", "secret")
+        other = shared_token_cache("http://127.0.0.1:70/auth/v1/tokens", "key", "secret")
+        limiter = shared_rate_limiter("http://127.0.0.1:7", "key", 5.0)
+        assert shared_token_cache("http://127.0.0.1:7/auth/v1/tokens", "key", "secret") is tokens
+        assert shared_token_cache("http://127.0.0.1:7/auth/v1/tokens", "key", "rotated") is not tokens
+        forget_endpoint("http://127.0.0.1:7/")
+        assert shared_token_cache("http://127.0.0.1:7/auth/v1/tokens", "key", "secret") is not tokens
+        assert shared_rate_limiter("http://127.0.0.1:7", "key", 5.0) is not limiter
+        assert shared_token_cache("http://127.0.0.1:70/auth/v1/tokens", "key", "secret") is other
+
     def test_shared_rate_limiter_one_per_api_key(self) -> None:
         first = shared_rate_limiter("http://127.0.0.1:1/", "key-a", 5.0)
         assert shared_rate_limiter("http://127.0.0.1:1", "key-a", 5.0) is first

@@ -331,7 +331,9 @@ class TestRateLimit:
                 thread.join(timeout=60)
             assert got == {"first": 240, "second": 240, "async_": 240}
             times = [r.time for r in sb.requests]
-            assert len(times) >= 3 * 7
+            # 6 pages each, plus the token requests (one shared token, or a few when the hooks
+            # start at the same instant and each finds none cached yet)
+            assert len([r for r in sb.requests if r.path != "/auth/v1/tokens"]) >= 3 * 6
             assert sb.stats.get("429", 0) == 0, sb.stats
             for i, moment in enumerate(times):
                 assert sum(1 for t in times[i:] if t < moment + 1.0) <= 5

@@ -248,3 +248,18 @@ def shared_token_cache(token_url: str, client_id: str, client_secret: str) -> To
         if cache is None:
             cache = _SHARED_TOKENS[key] = TokenCache()
         return cache
+
+
+def forget_endpoint(base_url: str) -> None:
+    """Drop the process's cached tokens and rate limiters for the API at ``base_url``.
+
+    For a new server at an address another one used before (the sandbox on a reused loopback
+    port): what was cached for the old one would only earn a 401 or a stale pacing state.
+    """
+    base = base_url.rstrip("/")
+    with _SHARED_TOKENS_LOCK:
+        for key in [key for key in _SHARED_TOKENS if key[0] == base or key[0].startswith(base + "/")]:
+            del _SHARED_TOKENS[key]
+    with _SHARED_LIMITERS_LOCK:
+        for key in [key for key in _SHARED_LIMITERS if key[0] == base]:
+            del _SHARED_LIMITERS[key]

@@ -55,6 +55,7 @@ from socketserver import TCPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from airflow_provider_activities.api.policy import forget_endpoint
 from airflow_provider_activities.testing._data import ACTIVITY_TYPES, DAY_MS, MIN_LAG_MS, Generator, to_ms
 from airflow_provider_activities.testing._export import EXPORT_FILES_PATH, ExportService
 from airflow_provider_activities.testing._faults import KNOBS, Failure, Faults
@@ -328,6 +329,9 @@ class Sandbox:
         self._file_thread.start()
         self.export.base_url = self.base_url
         self.export.file_host_url = self.file_host_url
+        # A loopback port is reused over a test session: tokens or pacing cached in this process
+        # for an earlier server at this address would only earn 401s.
+        forget_endpoint(self.base_url)
         return self
 
     def _bind_file_host(self) -> _Server:
