@@ -31,6 +31,24 @@ from airflow_provider_activities.api.export import (
 )
 
 STATE_VERSION = 1
+WAIT_FOR = ("all", "any")
+"""How a wait for several jobs ends: when ``all`` of them ended, or when ``any`` one did."""
+
+
+def wait_is_over(waited: list[ExportJob | None], wait_for: str) -> bool:
+    """Whether a wait for these jobs is over (the one rule of the trigger and of the worker's polling).
+
+    :param waited: the last known view of each job waited for, ``None`` where none is known yet.
+    :param wait_for: ``"all"`` or ``"any"``.
+    :return: ``True`` once one of them ended ``Failed``/``Canceled``, once one ended with
+        ``any``, or once every one ended with ``all``.
+    """
+    ended = [job for job in waited if job is not None and job.finished]
+    if any(job.failed for job in ended):
+        return True
+    if wait_for == "any":
+        return bool(ended)
+    return len(ended) == len(waited)
 
 
 @dataclass
@@ -136,4 +154,4 @@ class ExportJobs:
         return not job.failed and is_retained(job, now)
 
 
-__all__ = ["ExportJobs", "STATE_VERSION"]
+__all__ = ["ExportJobs", "STATE_VERSION", "WAIT_FOR", "wait_is_over"]

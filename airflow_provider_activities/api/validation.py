@@ -10,6 +10,16 @@ from airflow_provider_activities.api.protocol import ACTIVITY_TYPES
 MAX_RANGE = timedelta(days=731)  # the API's limit for activity data: 2 years
 
 
+def check_seconds(value: Any, param: str) -> float:
+    """A wait in seconds (``int`` or ``float``, 0 or more) as a ``float``.
+
+    :raises ValueError: naming ``param`` for anything else.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{param}={value!r} must be a number of seconds, 0 or more.")
+    return float(value)
+
+
 def check_activity_type(activity_type: Any, param: str = "activity_type") -> str | None:
     """``None`` (all types) or one of ``email``, ``call``, ``meeting``."""
     if activity_type is None or activity_type in ACTIVITY_TYPES:

@@ -21,9 +21,10 @@ import os
 import re
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from datetime import time as time_of_day
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,7 +42,8 @@ from airflow_provider_activities.api.export import (
     plan_export_jobs,
 )
 from airflow_provider_activities.api.protocol import ACTIVITY_TYPES
-from airflow_provider_activities.api.validation import check_activity_type
+from airflow_provider_activities.api.records import to_epoch_ms
+from airflow_provider_activities.api.validation import check_activity_type, check_seconds
 from airflow_provider_activities.compat import (
     AirflowFailException,
     Asset,
@@ -51,7 +53,7 @@ from airflow_provider_activities.compat import (
     ObjectStoragePath,
     conf,
 )
-from airflow_provider_activities.export_jobs import ExportJobs
+from airflow_provider_activities.export_jobs import ExportJobs, wait_is_over
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook, RecordStream
 from airflow_provider_activities.parquet import FileInfo, PartitionedParquetWriter, RecordConverter
 from airflow_provider_activities.partitioning import OTHER_TYPE, PartitionPlan, parse_moment, plan_partitions
@@ -204,24 +206,18 @@ class _PeopleAIToParquetOperator(BaseOperator):
         converter = RecordConverter(self.schema, id_field=self.id_column)
         partition_columns = [self.type_column] if self.type_column else []
         schema_in_files = file_schema(self.schema, partition_columns)
-        writer = PartitionedParquetWriter(
-            staging, schema_in_files, compression=self.compression, max_rows_per_file=self.max_rows_per_file
-        )
         dropped = 0
         self._unknown_types: set[str] = set()
         try:
-            for page in stream:
-                batch, rejected = self._select(converter.to_batch(page))
-                dropped += rejected
-                for partition, rows in plan.split(batch, self.time_column, self.type_column):
-                    writer.write(partition, rows.drop_columns(partition_columns) if partition_columns else rows)
-            for partition in plan.owned() + self._also_owned(dataset_root, plan):
-                writer.ensure_partition(partition)
-            files = writer.close()
-        except BaseException:
-            writer.abort()
-            discard_staging(staging)
-            raise
+            with self._staged_writer(staging, schema_in_files) as writer:
+                for page in stream:
+                    batch, rejected = self._select(converter.to_batch(page))
+                    dropped += rejected
+                    for partition, rows in plan.split(batch, self.time_column, self.type_column):
+                        writer.write(partition, rows.drop_columns(partition_columns) if partition_columns else rows)
+                for partition in plan.owned() + self._also_owned(dataset_root, plan):
+                    writer.ensure_partition(partition)
+                files = writer.close()
         finally:
             hook.close()
         if converter.unknown_fields:
@@ -252,6 +248,25 @@ class _PeopleAIToParquetOperator(BaseOperator):
             outside=stats.outside + dropped,
             started=started,
         )
+
+    @contextmanager
+    def _staged_writer(
+        self, staging: ObjectStoragePath, schema: pa.Schema, **sizes: int
+    ) -> Iterator[PartitionedParquetWriter]:
+        """A Parquet writer into ``staging``; on any error the writer is aborted and the staging
+        directory removed, so a failed run leaves nothing behind for readers.
+
+        :param sizes: row-group and buffer sizes for the writer (its defaults otherwise).
+        """
+        writer = PartitionedParquetWriter(
+            staging, schema, compression=self.compression, max_rows_per_file=self.max_rows_per_file, **sizes
+        )
+        try:
+            yield writer
+        except BaseException:
+            writer.abort()
+            discard_staging(staging)
+            raise
 
     def _publish(
         self,
@@ -515,12 +530,6 @@ def _export_dataset(export_type: str, activity_type: str) -> str:
     return name if activity_type == "all" else f"{name}_{activity_type}"
 
 
-def _check_poll_interval(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"poll_interval={value!r} must be a number of seconds, 0 or more.")
-    return float(value)
-
-
 class PeopleAIExportActivitiesToParquetOperator(_PeopleAIToParquetOperator):
     """Export whole UTC days of raw activity data with the bulk API into nested, Hive-partitioned Parquet.
 
@@ -630,7 +639,7 @@ class PeopleAIExportActivitiesToParquetOperator(_PeopleAIToParquetOperator):
         self.export_type = export_type
         self.activity_type = activity_type
         self.deferrable = deferrable
-        self.poll_interval = _check_poll_interval(poll_interval)
+        self.poll_interval = check_seconds(poll_interval, "poll_interval")
         self.max_days_per_job = max_days_per_job
         self.time_column, self.date_key = EXPORT_DATASETS[export_type][1:]
 
@@ -756,18 +765,17 @@ class PeopleAIExportActivitiesToParquetOperator(_PeopleAIToParquetOperator):
             self._poll(hook, jobs, waiting, wait_for)
 
     def _poll(self, hook: PeopleAIHook, jobs: ExportJobs, waiting: list[ExportJob], wait_for: str) -> None:
-        """Non-deferrable waiting: poll until the jobs end as the trigger would (``all``/``any``)."""
+        """Non-deferrable waiting: poll until the wait is over by the trigger's rule (``all``/``any``)."""
         while True:
             time.sleep(self.poll_interval)
             if not waiting:
                 return
+            waiting = [hook.get_export_job(job.job_id) for job in waiting]
             for job in waiting:
-                jobs.update(hook.get_export_job(job.job_id))
-            current = jobs.unfinished()
-            ended = len(current) < len(waiting)
-            if jobs.failed() is not None or not current or (wait_for == "any" and ended):
+                jobs.update(job)
+            if wait_is_over(list(waiting), wait_for):
                 return
-            self.log.info("People.ai export jobs: %s.", ", ".join(f"{job.job_id} {job.state}" for job in current))
+            self.log.info("People.ai export jobs: %s.", ", ".join(f"{job.job_id} {job.state}" for job in waiting))
 
     def _submit(self, context: Context, hook: PeopleAIHook, jobs: ExportJobs) -> None:
         """Submit specs while fewer than 2 of this run's jobs are unfinished; keep each job id
@@ -798,34 +806,24 @@ class PeopleAIExportActivitiesToParquetOperator(_PeopleAIToParquetOperator):
         staging = new_staging_root(dataset_root)
         schema_in_files = file_schema(self.schema, [])
         days = [(start + timedelta(days=i)).date().isoformat() for i in range((end - start).days)]
-        writer = PartitionedParquetWriter(
-            staging,
-            schema_in_files,
-            compression=self.compression,
-            max_rows_per_file=self.max_rows_per_file,
-            # nested export rows are a few KiB each: smaller row groups keep the writer's buffer small
-            row_group_size=EXPORT_ROW_GROUP_SIZE,
-            max_buffered_rows=EXPORT_ROW_GROUP_SIZE,
-        )
+        # nested export rows are a few KiB each: smaller row groups keep the writer's buffer small
+        sizes = {"row_group_size": EXPORT_ROW_GROUP_SIZE, "max_buffered_rows": EXPORT_ROW_GROUP_SIZE}
         with tempfile.TemporaryDirectory(prefix="peopleai-export-") as local:
-            buffer = RawExportBuffer(local, self.time_column, _epoch_ms(start), _epoch_ms(end), schema=self.schema)
+            buffer = RawExportBuffer(local, self.time_column, to_epoch_ms(start), to_epoch_ms(end), schema=self.schema)
             try:
-                for number, (_spec, job) in enumerate(jobs.completed_jobs()):
-                    found = hook.download_export(job.job_id, os.path.join(local, f"job-{number:03d}.jsonl"))
-                    for records in iter_export_batches(found.path):
-                        buffer.add(records)
-                    os.remove(found.path)
-                for day, batches in buffer.day_batches():
-                    partition = f"{self.date_key}={day.isoformat()}"
-                    for batch in batches:
-                        writer.write(partition, batch)
-                for day_text in days:
-                    writer.ensure_partition(f"{self.date_key}={day_text}")
-                files = writer.close()
-            except BaseException:
-                writer.abort()
-                discard_staging(staging)
-                raise
+                with self._staged_writer(staging, schema_in_files, **sizes) as writer:
+                    for number, (_spec, job) in enumerate(jobs.completed_jobs()):
+                        found = hook.download_export(job.job_id, os.path.join(local, f"job-{number:03d}.jsonl"))
+                        for records in iter_export_batches(found.path):
+                            buffer.add(records)
+                        os.remove(found.path)
+                    for day, batches in buffer.day_batches():
+                        partition = f"{self.date_key}={day.isoformat()}"
+                        for batch in batches:
+                            writer.write(partition, batch)
+                    for day_text in days:
+                        writer.ensure_partition(f"{self.date_key}={day_text}")
+                    files = writer.close()
             finally:
                 buffer.close()
         if buffer.converter.unknown_fields:
@@ -859,6 +857,3 @@ class PeopleAIExportActivitiesToParquetOperator(_PeopleAIToParquetOperator):
             store.delete(EXPORT_STATE_KEY)
         return summary
 
-
-def _epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)

@@ -15,8 +15,9 @@ from airflow_provider_activities import DEFAULT_CONN_ID
 from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIAuthError
 from airflow_provider_activities.api.export import ExportJob, check_job_id, job_status_request, parse_export_job
 from airflow_provider_activities.api.policy import RetryPolicy
-from airflow_provider_activities.api.validation import check_activity_type
+from airflow_provider_activities.api.validation import check_activity_type, check_seconds
 from airflow_provider_activities.compat import AirflowException, BaseTrigger, TriggerEvent
+from airflow_provider_activities.export_jobs import WAIT_FOR, wait_is_over
 from airflow_provider_activities.hooks.peopleai import IngestCount
 from airflow_provider_activities.hooks.peopleai_async import PeopleAIAsyncHook
 from airflow_provider_activities.partitioning import parse_moment
@@ -114,9 +115,7 @@ class PeopleAINewActivitiesTrigger(BaseTrigger):
         self.activity_type = check_activity_type(activity_type)
         self.min_count = _check_min_count(min_count)
         self.peopleai_conn_id = peopleai_conn_id
-        if isinstance(poke_interval, bool) or not isinstance(poke_interval, (int, float)) or poke_interval < 0:
-            raise ValueError(f"poke_interval={poke_interval!r} must be a number of seconds, 0 or more.")
-        self.poke_interval = float(poke_interval)
+        self.poke_interval = check_seconds(poke_interval, "poke_interval")
         self.deadline: datetime | None = parse_deadline(deadline)
         self.exponential_backoff = bool(exponential_backoff)
         self.max_wait = float(max_wait) if max_wait is not None else None
@@ -216,8 +215,6 @@ def _error(error_type: str, message: str) -> dict[str, Any]:
     return {"status": "error", "error_type": error_type, "message": message}
 
 
-WAIT_FOR = ("all", "any")
-
 
 class PeopleAIExportJobTrigger(BaseTrigger):
     """Poll bulk export jobs until they end; fire one event with their last known state.
@@ -263,9 +260,7 @@ class PeopleAIExportJobTrigger(BaseTrigger):
             raise ValueError(f"job_ids={job_ids!r} must be a list of export job ids.")
         self.job_ids = [check_job_id(job_id) for job_id in job_ids]
         self.peopleai_conn_id = peopleai_conn_id
-        if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)) or poll_interval < 0:
-            raise ValueError(f"poll_interval={poll_interval!r} must be a number of seconds, 0 or more.")
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = check_seconds(poll_interval, "poll_interval")
         if wait_for not in WAIT_FOR:
             raise ValueError(f"wait_for={wait_for!r} must be 'all' or 'any'.")
         self.wait_for = wait_for
@@ -311,7 +306,7 @@ class PeopleAIExportJobTrigger(BaseTrigger):
                         if err.status is not None and not RetryPolicy.retryable_status(err.status):
                             return _error(ERROR_API, f"export job {job_id}: {err}")
                         self.log.warning("People.ai export job %s: still failing after retries (%s).", job_id, err)
-                if self._finished(known):
+                if wait_is_over([known.get(job_id) for job_id in self.job_ids], self.wait_for):
                     jobs = [known[job_id].as_dict() for job_id in self.job_ids]
                     return {"status": "done", "jobs": jobs, "run_state": self.run_state}
                 self.log.info(
@@ -320,11 +315,3 @@ class PeopleAIExportJobTrigger(BaseTrigger):
                     self.poll_interval,
                 )
                 await asyncio.sleep(self.poll_interval)
-
-    def _finished(self, known: dict[str, ExportJob]) -> bool:
-        ended = [known[job_id] for job_id in self.job_ids if job_id in known and known[job_id].finished]
-        if any(job.failed for job in ended):
-            return True
-        if self.wait_for == "any":
-            return bool(ended)
-        return len(ended) == len(self.job_ids)
