@@ -111,12 +111,21 @@ class TestPokeMode:
     def test_data_arriving_between_pokes(self, sandbox: Sandbox) -> None:
         arrived = FAR + timedelta(hours=1)
         check = sensor(ingested_since=FAR.isoformat(), min_count=3, poke_interval=0.2, timeout=10)
-        timer = threading.Timer(0.5, lambda: sandbox.add_activities(3, timestamp=FAR, created_at=arrived))
-        timer.start()
+        stop = threading.Event()
+
+        def arrive_after_the_first_poke() -> None:  # not on a fixed timer: a slow first poke would miss it
+            while not scans(sandbox) and not stop.wait(0.01):
+                pass
+            if not stop.is_set():
+                sandbox.add_activities(3, timestamp=FAR, created_at=arrived)
+
+        arrival = threading.Thread(target=arrive_after_the_first_poke)
+        arrival.start()
         try:
             result = check.execute({})
         finally:
-            timer.cancel()
+            stop.set()
+            arrival.join(timeout=5)
         assert result == {"count": 3, "latest_ingested_at": arrived.isoformat()}
         assert len(scans(sandbox)) >= 2
 
