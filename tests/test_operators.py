@@ -440,14 +440,15 @@ def test_iso_and_mixed_timestamps_give_the_same_files_as_epoch_milliseconds(
 
 
 def _patch_pages(monkeypatch: pytest.MonkeyPatch, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
-    """Change every page the hook parses (the sandbox has no knob for this)."""
-    original = hook_module.parse_page
+    """Change every page the hook parses (the sandbox has no knob for this). The pages are
+    parsed in Python (``parse_page``), since ``change`` works on the records as dicts."""
+    fetch = hook_module.PeopleAIHook._fetch_page
 
-    def parse(body: bytes) -> Page:
-        page = original(body)
+    def fetch_changed(self: Any, path: str, filters: dict[str, str], offset: int, parse: Any = None) -> Page:
+        page = fetch(self, path, filters, offset, hook_module.parse_page)
         return Page(records=change(page.records), total=page.total)
 
-    monkeypatch.setattr(hook_module, "parse_page", parse)
+    monkeypatch.setattr(hook_module.PeopleAIHook, "_fetch_page", fetch_changed)
 
 
 def test_records_out_of_time_order_still_land_in_their_partitions(api: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
@@ -674,13 +675,15 @@ def test_an_api_failure_mid_stream_leaves_the_previous_partitions_and_no_staging
 
     fetch = hook_module.PeopleAIHook._fetch_page
 
-    def fetch_then_break(self: Any, path: str, filters: dict[str, str], offset: int) -> Page:
+    def fetch_then_break(self: Any, path: str, filters: dict[str, str], offset: int, parse: Any) -> Page:
         if offset == 500:  # five pages in: the API goes down for good
             sandbox.faults.fail_next(100, status=500)
-        return fetch(self, path, filters, offset)
+        return fetch(self, path, filters, offset, parse)
 
     monkeypatch.setattr(hook_module.PeopleAIHook, "_fetch_page", fetch_then_break)
-    # Row groups of 20 rows, so that files are in staging when the API fails (not only buffers).
+    # Row groups of 20 rows, and batches of one page, so that files are in staging when the API
+    # fails (not only buffers).
+    monkeypatch.setattr(hook_module, "BATCH_ROWS", 1)
     monkeypatch.setattr(
         operator_module, "PartitionedParquetWriter", functools.partial(parquet_module.PartitionedParquetWriter, row_group_size=20)
     )

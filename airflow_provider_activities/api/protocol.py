@@ -126,12 +126,20 @@ class Token:
 class Page:
     """One page of records.
 
-    :param records: the records, as the API sent them.
+    :param records: the records, as the API sent them (empty when ``batch`` holds them).
     :param total: ``meta.total`` when the API sent an envelope, else ``None``.
+    :param batch: the records as a ``pyarrow.RecordBatch``, when the page was parsed straight
+        into Arrow (:mod:`airflow_provider_activities.api.arrow_pages`); ``None`` otherwise.
     """
 
     records: list[dict[str, Any]]
     total: int | None
+    batch: Any = None
+
+    @property
+    def count(self) -> int:
+        """How many records the page holds."""
+        return self.batch.num_rows if self.batch is not None else len(self.records)
 
 
 def token_request(config: ClientConfig) -> ApiRequest:

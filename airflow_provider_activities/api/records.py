@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import IO, Any, Callable, Hashable, Iterable
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 try:  # numpy comes with pyarrow almost everywhere; without it SeenKeys keeps every key in a set
     import numpy as np
 except ImportError:  # pragma: no cover - exercised only where numpy is missing
@@ -107,12 +110,26 @@ def activity_key(record: dict[str, Any]) -> Hashable:
     return record.get("uid")
 
 
+def activity_keys(batch: pa.RecordBatch) -> list[Hashable]:
+    """:func:`activity_key` of every row of a batch."""
+    return batch.column("uid").to_pylist()
+
+
 def participant_key(record: dict[str, Any]) -> Hashable:
     """A participant's identity: (``activity_uid``, ``id``), or the e-mail where ``id`` is missing."""
     participant_id = record.get("id")
     if participant_id is None:
         return (record.get("activity_uid"), None, record.get("email"))
     return (record.get("activity_uid"), participant_id)
+
+
+def participant_keys(batch: pa.RecordBatch) -> list[Hashable]:
+    """:func:`participant_key` of every row of a batch."""
+    columns = (batch.column(name).to_pylist() for name in ("activity_uid", "id", "email"))
+    return [
+        (activity_uid, None, email) if participant_id is None else (activity_uid, participant_id)
+        for activity_uid, participant_id, email in zip(*columns)
+    ]
 
 
 @dataclass
@@ -163,7 +180,7 @@ class SeenKeys:
         """Those of ``keys`` that a frozen block holds (exact); the others are not in any block."""
         if not self._hashes or not keys:
             return set()
-        hashes = np.fromiter((hash(key) for key in keys), dtype=np.int64, count=len(keys))
+        hashes = np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
         found: set[Hashable] = set()
         for number, block in enumerate(self._hashes):
             at = np.minimum(np.searchsorted(block, hashes), len(block) - 1)
@@ -197,7 +214,7 @@ class SeenKeys:
         self._spool.seek(0, 2)
         self._spans.append((self._spool.tell(), len(data)))
         self._spool.write(data)
-        self._hashes.append(np.sort(np.fromiter((hash(key) for key in keys), dtype=np.int64, count=len(keys))))
+        self._hashes.append(np.sort(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))))
         self.recent = set()
 
     def _block(self, number: int) -> frozenset[Hashable]:
@@ -221,6 +238,7 @@ class RecordFilter:
     :param timestamp_fields: fields normalised to epoch ms.
     :param fallback_time_field: used when ``time_field`` is missing or null (e.g. ``created_at``
         when a deployment does not send ``ingested_at``).
+    :param batch_key: ``key`` of every row of a ``pa.RecordBatch`` (for :meth:`apply_batch`).
     """
 
     time_field: str
@@ -229,6 +247,7 @@ class RecordFilter:
     key: Callable[[dict[str, Any]], Hashable]
     timestamp_fields: tuple[str, ...]
     fallback_time_field: str | None = None
+    batch_key: Callable[[pa.RecordBatch], list[Hashable]] | None = None
     stats: FilterStats = field(default_factory=FilterStats)
     _seen: SeenKeys = field(default_factory=SeenKeys, repr=False)
 
@@ -250,16 +269,42 @@ class RecordFilter:
                 stats.outside += 1
                 continue
             inside.append(record)
-        key, seen = self.key, self._seen
-        identities = [key(record) for record in inside]
+        key = self.key
+        return [inside[index] for index in self._new([key(record) for record in inside])]
+
+    def apply_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """:meth:`apply` for a page parsed into Arrow: its rows that are new and inside the interval.
+
+        :param batch: a page's records, timestamp columns as ``timestamp[ms]``.
+        """
+        assert self.batch_key is not None, "apply_batch needs a batch_key"
+        stats = self.stats
+        stats.seen += batch.num_rows
+        moment = pc.cast(batch.column(self.time_field), pa.int64())
+        if self.fallback_time_field is not None:
+            moment = pc.coalesce(moment, pc.cast(batch.column(self.fallback_time_field), pa.int64()))
+        inside = pc.greater_equal(moment, self.start_ms)
+        if self.end_ms is not None:
+            inside = pc.and_(inside, pc.less(moment, self.end_ms))
+        inside = pc.fill_null(inside, False)
+        if not pc.all(inside).as_py():
+            kept = batch.filter(inside)
+            stats.outside += batch.num_rows - kept.num_rows
+            batch = kept
+        new = self._new(self.batch_key(batch))
+        return batch if len(new) == batch.num_rows else batch.take(pa.array(new, type=pa.int64()))
+
+    def _new(self, identities: list[Hashable]) -> list[int]:
+        """The positions of the identities not seen before (nor earlier in the list); remembers them."""
+        seen, stats = self._seen, self.stats
         old = seen.old(identities)
-        kept: list[dict[str, Any]] = []
-        for record, identity in zip(inside, identities):
+        new: list[int] = []
+        for index, identity in enumerate(identities):
             if identity in seen.recent or identity in old:
                 stats.duplicates += 1
                 continue
             seen.add(identity)
-            kept.append(record)
+            new.append(index)
         seen.end_page()
-        stats.kept += len(kept)
-        return kept
+        stats.kept += len(new)
+        return new

@@ -24,10 +24,12 @@ from functools import cached_property
 from typing import Any, Callable, Generator, Iterator, TypeVar
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import requests
 import urllib3
 
 from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID, get_provider_info
+from airflow_provider_activities.api.arrow_pages import ArrowPageParser
 from airflow_provider_activities.api.config import ClientConfig, config_from_connection
 from airflow_provider_activities.api.export import (
     ExportFile,
@@ -65,6 +67,8 @@ from airflow_provider_activities.api.queries import (
 )
 from airflow_provider_activities.api.records import FilterStats, ms_to_datetime
 from airflow_provider_activities.compat import BaseHook, mask_secret
+from airflow_provider_activities.parquet import RecordConverter
+from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA
 
 T = TypeVar("T")
 Sender = Callable[[ApiRequest], "Response | BaseException"]
@@ -72,6 +76,8 @@ Sender = Callable[[ApiRequest], "Response | BaseException"]
 PROGRESS_EVERY_SECONDS = 10.0
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 MAX_PASSES = 3  # reads of one query when meta.total keeps moving under it
+BATCH_ROWS = 32_768
+"""Records of consecutive Arrow-parsed pages a :class:`BatchStream` bounds and de-duplicates at once."""
 
 
 def _body_chunks(answer: requests.Response) -> Iterator[bytes]:
@@ -126,7 +132,7 @@ class RecordStream:
 
     path: str
     filters: dict[str, str]
-    _pages: Iterator[list[dict[str, Any]]] = field(repr=False)
+    _pages: Iterator[Page] = field(repr=False)
     _query: Query = field(repr=False)
     pages: int = 0
     total: int | None = None
@@ -137,7 +143,77 @@ class RecordStream:
         return self._query.record_filter.stats
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
-        return self._pages
+        record_filter = self._query.record_filter
+        for page in self._pages:
+            kept = record_filter.apply(page.records)
+            if kept:
+                yield kept
+
+    def _parse(self, body: bytes) -> Page:
+        """A page body as the stream wants it (called in a page thread)."""
+        return parse_page(body)
+
+
+@dataclass
+class BatchStream(RecordStream):
+    """Like :class:`RecordStream`, but yields ``pa.RecordBatch`` of :attr:`schema`.
+
+    Pages are parsed straight into Arrow columns in the page threads where that gives exactly
+    the Python parser's answer (see :mod:`airflow_provider_activities.api.arrow_pages`; the
+    connection extra ``arrow_parsing``), and through ``json.loads`` and
+    :class:`~airflow_provider_activities.parquet.RecordConverter` otherwise. Consecutive Arrow
+    pages are bounded and de-duplicated together, up to :data:`BATCH_ROWS` records at a time
+    (fewer, larger steps for the consumer too); the records and their order are the same as
+    page by page. :attr:`arrow_pages` counts the pages Arrow took.
+
+    :param schema: the record schema of the batches (``ACTIVITY_SCHEMA``, ``PARTICIPANT_SCHEMA``).
+    :param id_field: the record identity named in schema errors (``uid``, ``activity_uid``).
+    :param arrow_parsing: try Arrow's JSON reader first.
+    """
+
+    schema: pa.Schema = field(default=None, repr=False)  # type: ignore[assignment]
+    id_field: str = "uid"
+    arrow_parsing: bool = True
+    arrow_pages: int = 0
+
+    def __post_init__(self) -> None:
+        self._converter = RecordConverter(self.schema, id_field=self.id_field)
+        self._arrow = ArrowPageParser(self.schema, self._query.record_filter.timestamp_fields)
+
+    @property
+    def unknown_fields(self) -> set[str]:
+        """Names of the fields received that the schema does not know (kept in ``_extra``)."""
+        return self._converter.unknown_fields
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
+        record_filter = self._query.record_filter
+        parsed: list[pa.RecordBatch] = []  # Arrow pages not yet bounded and de-duplicated
+        rows = 0
+        for page in self._pages:
+            if page.batch is not None:
+                self.arrow_pages += 1
+                parsed.append(page.batch)
+                rows += page.batch.num_rows
+                if rows < BATCH_ROWS:
+                    continue
+            if parsed:
+                yield from self._kept(parsed)
+                parsed, rows = [], 0
+            if page.batch is None:
+                batch = self._converter.to_batch(record_filter.apply(page.records))
+                if batch.num_rows:
+                    yield batch
+        if parsed:
+            yield from self._kept(parsed)
+
+    def _kept(self, batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        whole = batches[0] if len(batches) == 1 else pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+        kept = self._query.record_filter.apply_batch(whole)
+        if kept.num_rows:
+            yield kept
+
+    def _parse(self, body: bytes) -> Page:
+        return self._arrow(body) if self.arrow_parsing else parse_page(body)
 
 
 def _read_capped(answer: requests.Response, cap: int) -> bytes:
@@ -332,11 +408,11 @@ class PeopleAIHook(BaseHook):
 
     # -- pagination ---------------------------------------------------------------------------
 
-    def _fetch_page(self, path: str, filters: dict[str, str], offset: int) -> Page:
-        return self.run(page_request(path, filters, offset, self.config.page_size, self.config.max_response_bytes), parse_page)
+    def _fetch_page(self, path: str, filters: dict[str, str], offset: int, parse: Callable[[bytes], Page] = parse_page) -> Page:
+        return self.run(page_request(path, filters, offset, self.config.page_size, self.config.max_response_bytes), parse)
 
-    def _iter_pages(self, query: Query, stream: RecordStream) -> Iterator[list[dict[str, Any]]]:
-        """Every new record of ``query``, page by page; another pass when ``meta.total`` moved."""
+    def _iter_pages(self, query: Query, stream: RecordStream) -> Iterator[Page]:
+        """Every page of ``query``, in offset order; another pass when ``meta.total`` moved."""
         started = time.monotonic()
         depth = self.config.max_concurrency
         with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="peopleai-page") as pool:
@@ -353,47 +429,55 @@ class PeopleAIHook(BaseHook):
 
     def _read_pass(
         self, query: Query, stream: RecordStream, pool: ThreadPoolExecutor, depth: int, started: float
-    ) -> Generator[list[dict[str, Any]], None, PagePlan]:
+    ) -> Generator[Page, None, PagePlan]:
         plan = PagePlan(limit=self.config.page_size)
         last_report = time.monotonic()
         pending: dict[int, Future[Page]] = {}
         try:
             while not plan.done:
                 for offset in plan.next_offsets(pending.keys(), depth):
-                    pending[offset] = pool.submit(self._fetch_page, query.path, query.filters, offset)
+                    pending[offset] = pool.submit(self._fetch_page, query.path, query.filters, offset, stream._parse)
                 offset = plan.offset
                 page = pending.pop(offset).result()
-                plan.receive(offset, len(page.records), page.total)
+                plan.receive(offset, page.count, page.total)
                 for stale in [o for o in pending if o < plan.offset]:
                     pending.pop(stale).cancel()
                 stream.pages += 1
                 stream.total = plan.total
-                kept = query.record_filter.apply(page.records)
-                self.log.debug(
-                    "People.ai %s offset %d: %d records, %d kept (total %s).",
-                    query.path, offset, len(page.records), len(kept), plan.total,
-                )
+                self.log.debug("People.ai %s offset %d: %d records (total %s).", query.path, offset, page.count, plan.total)
                 now = time.monotonic()
                 if now - last_report >= PROGRESS_EVERY_SECONDS:
                     last_report = now
                     self._log_progress(query, stream, plan, now - started)
-                if kept:
-                    yield kept
+                yield page
         finally:
             for future in pending.values():
                 future.cancel()
         return plan
 
     def _log_progress(self, query: Query, stream: RecordStream, plan: PagePlan, elapsed: float) -> None:
-        stats = query.record_filter.stats
-        percent = f", {100.0 * min(plan.offset, plan.total) / plan.total:.0f}%" if plan.total else ""
+        received = plan.offset
+        percent = f", {100.0 * min(received, plan.total) / plan.total:.0f}%" if plan.total else ""
         self.log.info(
             "People.ai %s: %d records in %d pages, %.0f records/s%s.",
-            query.path, stats.seen, stream.pages, stats.seen / max(elapsed, 1e-9), percent,
+            query.path, received, stream.pages, received / max(elapsed, 1e-9), percent,
         )
 
     def _stream(self, query: Query) -> RecordStream:
         stream = RecordStream(path=query.path, filters=dict(query.filters), _pages=iter(()), _query=query)
+        stream._pages = self._iter_pages(query, stream)
+        return stream
+
+    def _batch_stream(self, query: Query, schema: pa.Schema, id_field: str) -> BatchStream:
+        stream = BatchStream(
+            path=query.path,
+            filters=dict(query.filters),
+            _pages=iter(()),
+            _query=query,
+            schema=schema,
+            id_field=id_field,
+            arrow_parsing=self.config.arrow_parsing,
+        )
         stream._pages = self._iter_pages(query, stream)
         return stream
 
@@ -410,6 +494,21 @@ class PeopleAIHook(BaseHook):
     def stream_participants(self, start: datetime, end: datetime) -> RecordStream:
         """Pages of participants whose ``activity_timestamp`` is in ``[start, end)`` (see :meth:`stream_activities`)."""
         return self._stream(participants_query(start, end))
+
+    def stream_activity_batches(self, start: datetime, end: datetime, activity_type: str | None = None) -> BatchStream:
+        """The records of :meth:`stream_activities` as ``pa.RecordBatch`` of ``ACTIVITY_SCHEMA``, one per page.
+
+        The fastest read, and the one the operators use: most pages go from the wire to Arrow
+        columns without a Python object per value (see :class:`BatchStream`). Fields the schema
+        does not know are kept in the ``_extra`` column and named in ``stream.unknown_fields``.
+
+        :raises SchemaMismatchError: (while iterating) for a value that does not fit its column.
+        """
+        return self._batch_stream(activities_query(start, end, activity_type), ACTIVITY_SCHEMA, "uid")
+
+    def stream_participant_batches(self, start: datetime, end: datetime) -> BatchStream:
+        """The records of :meth:`stream_participants` as batches of ``PARTICIPANT_SCHEMA`` (see :meth:`stream_activity_batches`)."""
+        return self._batch_stream(participants_query(start, end), PARTICIPANT_SCHEMA, "activity_uid")
 
     def iter_activities(self, start: datetime, end: datetime, activity_type: str | None = None) -> Iterator[dict[str, Any]]:
         """Activities whose ``timestamp`` lies in ``[start, end)``, each ``uid`` once.

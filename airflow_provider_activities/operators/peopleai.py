@@ -54,8 +54,8 @@ from airflow_provider_activities.compat import (
     conf,
 )
 from airflow_provider_activities.export_jobs import ExportJobs, wait_is_over
-from airflow_provider_activities.hooks.peopleai import PeopleAIHook, RecordStream
-from airflow_provider_activities.parquet import FileInfo, PartitionedParquetWriter, RecordConverter
+from airflow_provider_activities.hooks.peopleai import BatchStream, PeopleAIHook
+from airflow_provider_activities.parquet import FileInfo, PartitionedParquetWriter
 from airflow_provider_activities.partitioning import OTHER_TYPE, PartitionPlan, parse_moment, plan_partitions
 from airflow_provider_activities.publish import discard_staging, new_staging_root, publish
 from airflow_provider_activities.raw_export import RawExportBuffer
@@ -177,7 +177,7 @@ class _PeopleAIToParquetOperator(BaseOperator):
     def _plan(self, start: datetime, end: datetime) -> PartitionPlan:
         return plan_partitions(start, end, self.partition_by, typed=False)
 
-    def _open_stream(self, hook: PeopleAIHook, plan: PartitionPlan) -> RecordStream:
+    def _open_stream(self, hook: PeopleAIHook, plan: PartitionPlan) -> BatchStream:
         raise NotImplementedError
 
     def _select(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
@@ -203,7 +203,6 @@ class _PeopleAIToParquetOperator(BaseOperator):
         started = time.monotonic()
 
         stream = self._open_stream(hook, plan)
-        converter = RecordConverter(self.schema, id_field=self.id_column)
         partition_columns = [self.type_column] if self.type_column else []
         schema_in_files = file_schema(self.schema, partition_columns)
         dropped = 0
@@ -211,7 +210,7 @@ class _PeopleAIToParquetOperator(BaseOperator):
         try:
             with self._staged_writer(staging, schema_in_files) as writer:
                 for page in stream:
-                    batch, rejected = self._select(converter.to_batch(page))
+                    batch, rejected = self._select(page)
                     dropped += rejected
                     for partition, rows in plan.split(batch, self.time_column, self.type_column):
                         writer.write(partition, rows.drop_columns(partition_columns) if partition_columns else rows)
@@ -220,11 +219,11 @@ class _PeopleAIToParquetOperator(BaseOperator):
                 files = writer.close()
         finally:
             hook.close()
-        if converter.unknown_fields:
+        if stream.unknown_fields:
             self.log.warning(
                 "The API sent fields the %s schema does not know; kept in the _extra JSON column: %s",
                 self.dataset,
-                ", ".join(sorted(converter.unknown_fields)),
+                ", ".join(sorted(stream.unknown_fields)),
             )
         if self._unknown_types:
             self.log.warning(
@@ -437,8 +436,8 @@ class PeopleAIActivitiesToParquetOperator(_PeopleAIToParquetOperator):
         activity_type = self.activity_type or None
         return plan_partitions(start, end, self.partition_by, activity_type=activity_type, typed=True)
 
-    def _open_stream(self, hook: PeopleAIHook, plan: PartitionPlan) -> RecordStream:
-        return hook.stream_activities(plan.start, plan.end, self.activity_type or None)
+    def _open_stream(self, hook: PeopleAIHook, plan: PartitionPlan) -> BatchStream:
+        return hook.stream_activity_batches(plan.start, plan.end, self.activity_type or None)
 
     def _select(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
         """With one ``activity_type``, keep its rows only (a type-less row is taken as that type).
@@ -511,8 +510,8 @@ class PeopleAIParticipantsToParquetOperator(_PeopleAIToParquetOperator):
     time_column = "activity_timestamp"
     id_column = "activity_uid"
 
-    def _open_stream(self, hook: PeopleAIHook, plan: PartitionPlan) -> RecordStream:
-        return hook.stream_participants(plan.start, plan.end)
+    def _open_stream(self, hook: PeopleAIHook, plan: PartitionPlan) -> BatchStream:
+        return hook.stream_participant_batches(plan.start, plan.end)
 
 
 EXPORT_STATE_KEY = "peopleai_export_jobs"
