@@ -27,6 +27,8 @@ class Spec:
     :param requests_per_second: the client-side rate (provider extra; transport's pacing); ``None``: no pacing.
     :param out_dir: an empty directory the contender may write to.
     :param expected: records in the interval (for the contender's own sanity, not enforced here).
+    :param options: contender switches: the transport's ``parser`` (``json`` or ``arrow``, set by the
+        runner per contender) and ``parse`` (``false``: bytes only, the runner's sandbox warm-up).
     """
 
     base_url: str
