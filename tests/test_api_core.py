@@ -119,6 +119,12 @@ class TestRecordFilter:
         assert (f.stats.seen, f.stats.kept, f.stats.duplicates) == (17, 11, 6)
         assert len(f._seen._hashes) >= 2 and len(f._seen) == 11
 
+    def test_repeats_within_a_page_of_new_records_keep_the_first(self) -> None:
+        f = RecordFilter("t", 0, None, lambda record: record["n"], ("t",))
+        assert [r["n"] for r in f.apply([{"n": n, "t": 1} for n in (1, 2, 1, 3, 2)])] == [1, 2, 3]
+        assert [r["n"] for r in f.apply([{"n": n, "t": 1} for n in (4, 3, 4, 5)])] == [4, 5]
+        assert (f.stats.seen, f.stats.kept, f.stats.duplicates) == (9, 5, 4)
+
     def test_participant_identity_falls_back_to_email(self) -> None:
         assert participant_key({"activity_uid": "u", "id": 7, "email": "x"}) == ("u", 7)
         assert participant_key({"activity_uid": "u", "id": None, "email": "x"}) == ("u", None, "x")

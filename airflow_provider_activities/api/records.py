@@ -149,17 +149,18 @@ class FilterStats:
 
 
 class SeenKeys:
-    """The identities seen so far, exactly, in about 8 bytes each once there are many.
+    """The identities seen so far, exactly, in about 16 bytes each once there are many.
 
-    The latest ``block_size`` identities are kept as they are, in a set. When that set is full
-    it becomes a frozen block: the sorted 64-bit ``hash()`` of each identity in memory (8 bytes
-    each, a numpy array), the identities themselves pickled to a temporary file. A page is
-    checked against the frozen blocks at once (:meth:`old`, one ``searchsorted`` per block):
-    an identity whose hash no block holds is new, which is the answer for nearly every record.
-    One whose hash a block holds is looked up exactly in that block's identities, read back from
-    the file (the last block read is kept), so a hash collision never drops a record.
+    The latest ``block_size`` identities are kept as they are, in a set (:attr:`recent`). When
+    that set is full it becomes a frozen block: the sorted 64-bit ``hash()`` of each identity in
+    memory (a numpy array), the identities themselves pickled to a temporary file. The hashes of
+    every frozen block are also kept merged in one sorted array, so a page is checked against
+    all blocks with one ``searchsorted`` (:meth:`old`): an identity whose hash no block holds is
+    new, which is the answer for nearly every record. One whose hash a block holds is looked up
+    exactly in that block's identities, read back from the file (the last block read is kept),
+    so a hash collision never drops a record.
 
-    A Python set of 1M uids takes about 120 MB; this takes 8 MB plus one block. Without numpy
+    A Python set of 1M uids takes about 120 MB; this takes 16 MB plus one block. Without numpy
     every identity stays in the set.
 
     :param block_size: identities kept as they are before a block is frozen.
@@ -169,6 +170,7 @@ class SeenKeys:
         self.block_size = block_size
         self.recent: set[Hashable] = set()
         self._hashes: list[Any] = []  # one sorted numpy int64 array per frozen block
+        self._merged: Any = None  # every frozen hash, sorted
         self._spans: list[tuple[int, int]] = []  # (offset, length) of each block's pickled identities
         self._spool: IO[bytes] | None = None
         self._loaded: tuple[int, frozenset[Hashable]] | None = None
@@ -178,16 +180,18 @@ class SeenKeys:
 
     def old(self, keys: list[Hashable]) -> set[Hashable]:
         """Those of ``keys`` that a frozen block holds (exact); the others are not in any block."""
-        if not self._hashes or not keys:
+        if self._merged is None or not keys:
             return set()
         hashes = np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
+        hits = _positions_in(self._merged, hashes)
         found: set[Hashable] = set()
+        if not len(hits):
+            return found
         for number, block in enumerate(self._hashes):
-            at = np.minimum(np.searchsorted(block, hashes), len(block) - 1)
-            hits = np.flatnonzero(block[at] == hashes)
-            if len(hits):
+            in_block = hits[_positions_in(block, hashes[hits])]
+            if len(in_block):
                 exact = self._block(number)
-                found.update(keys[i] for i in hits.tolist() if keys[i] in exact)
+                found.update(keys[i] for i in in_block.tolist() if keys[i] in exact)
         return found
 
     def add(self, key: Hashable) -> None:
@@ -214,7 +218,10 @@ class SeenKeys:
         self._spool.seek(0, 2)
         self._spans.append((self._spool.tell(), len(data)))
         self._spool.write(data)
-        self._hashes.append(np.sort(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))))
+        block = np.sort(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
+        self._hashes.append(block)
+        # Two sorted runs: the stable sort (timsort) merges them in linear time.
+        self._merged = block if self._merged is None else np.sort(np.concatenate([self._merged, block]), kind="stable")
         self.recent = set()
 
     def _block(self, number: int) -> frozenset[Hashable]:
@@ -224,6 +231,12 @@ class SeenKeys:
             self._spool.seek(offset)
             self._loaded = (number, frozenset(pickle.loads(self._spool.read(length))))
         return self._loaded[1]
+
+
+def _positions_in(sorted_hashes: Any, hashes: Any) -> Any:
+    """The positions of ``hashes`` that ``sorted_hashes`` holds (a numpy int array)."""
+    at = np.minimum(np.searchsorted(sorted_hashes, hashes), len(sorted_hashes) - 1)
+    return np.flatnonzero(sorted_hashes[at] == hashes)
 
 
 @dataclass
@@ -298,13 +311,26 @@ class RecordFilter:
         """The positions of the identities not seen before (nor earlier in the list); remembers them."""
         seen, stats = self._seen, self.stats
         old = seen.old(identities)
-        new: list[int] = []
-        for index, identity in enumerate(identities):
-            if identity in seen.recent or identity in old:
-                stats.duplicates += 1
-                continue
-            seen.add(identity)
-            new.append(index)
+        recent = seen.recent
+        if not old and recent.isdisjoint(identities):
+            # Nothing seen before (the usual page): set operations only, unless the page repeats itself.
+            size = len(recent)
+            recent.update(identities)
+            if len(recent) - size == len(identities):
+                new = list(range(len(identities)))
+            else:
+                first: dict[Hashable, int] = {}
+                for index, identity in enumerate(identities):
+                    first.setdefault(identity, index)
+                new = list(first.values())
+        else:
+            new = []
+            for index, identity in enumerate(identities):
+                if identity in recent or identity in old:
+                    continue
+                seen.add(identity)
+                new.append(index)
         seen.end_page()
+        stats.duplicates += len(identities) - len(new)
         stats.kept += len(new)
         return new
