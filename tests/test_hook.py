@@ -419,3 +419,85 @@ class TestEverythingAtOnce:
                 assert fired.get(knob, 0) > 0, knob
             assert fired.get("401", 0) >= 1
             assert sb.errors == []
+
+
+class _ForwardProxy:
+    """A plain HTTP forward proxy on loopback that records what it forwards (absolute-form requests)."""
+
+    def __init__(self) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.forwarded: list[tuple[str, str | None]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+            def _forward(self) -> None:
+                target = urlsplit(self.path)
+                proxy.forwarded.append((target.path, self.headers.get("Authorization")))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                upstream.request(self.command, f"{target.path}?{target.query}" if target.query else target.path, body or None, headers)
+                answer = upstream.getresponse()
+                payload = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                upstream.close()
+
+            do_GET = do_POST = _forward  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class TestEnvironment:
+    """The hook reads proxies from the environment once per origin (not per request) and never ~/.netrc."""
+
+    def test_env_proxy_is_used_and_netrc_is_not(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+        proxy = _ForwardProxy()
+        try:
+            netrc = tmp_path / "netrc"
+            netrc.write_text("machine 127.0.0.1 login netrc-user password netrc-password\n")
+            netrc.chmod(0o600)
+            monkeypatch.setenv("NETRC", str(netrc))
+            for name in ("NO_PROXY", "no_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            hook = connect(monkeypatch, sandbox)
+            end = START + timedelta(days=1)
+            assert uids(list(hook.iter_activities(START, end))) == uids(sandbox.expected_activities(START, end))
+            paths = [path for path, _ in proxy.forwarded]
+            assert TOKEN_PATH in paths and len(paths) == len(sandbox.requests)
+            assert all(auth is None or auth.startswith("Bearer ") for path, auth in proxy.forwarded if path != TOKEN_PATH)
+        finally:
+            proxy.stop()
+
+    def test_no_proxy_bypasses_it(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        proxy = _ForwardProxy()
+        try:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            hook = connect(monkeypatch, sandbox)
+            assert list(hook.iter_activities(START, START + timedelta(days=1)))
+            assert proxy.forwarded == [] and sandbox.requests
+        finally:
+            proxy.stop()

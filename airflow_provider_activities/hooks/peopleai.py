@@ -75,6 +75,7 @@ Sender = Callable[[ApiRequest], "Response | BaseException"]
 
 PROGRESS_EVERY_SECONDS = 10.0
 DOWNLOAD_CHUNK_BYTES = 1 << 20
+READ_CHUNK_BYTES = 1 << 20  # a page (about 800 KB at 1000 records) in one or two reads
 MAX_PASSES = 3  # reads of one query when meta.total keeps moving under it
 BATCH_ROWS = 32_768
 """Records of consecutive Arrow-parsed pages a :class:`BatchStream` bounds and de-duplicates at once."""
@@ -221,7 +222,7 @@ def _read_capped(answer: requests.Response, cap: int) -> bytes:
     refuses the answer), so an endless or oversized body never fills memory."""
     chunks: list[bytes] = []
     size = 0
-    for chunk in answer.iter_content(chunk_size=1 << 16):
+    for chunk in answer.iter_content(chunk_size=READ_CHUNK_BYTES):
         chunks.append(chunk)
         size += len(chunk)
         if size > cap:
@@ -249,6 +250,7 @@ class PeopleAIHook(BaseHook):
         self.peopleai_conn_id = peopleai_conn_id
         self._token_lock = threading.Lock()
         self._session: requests.Session | None = None
+        self._environments: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(peopleai_conn_id={self.peopleai_conn_id!r})"
@@ -300,8 +302,26 @@ class PeopleAIHook(BaseHook):
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.verify = self.config.verify_ssl
+            session.trust_env = False  # the environment is read once per origin instead: _environment
             self._session = session
         return self._session
+
+    def _environment(self, url: str) -> dict[str, Any]:
+        """The ``proxies`` and ``verify`` the environment gives requests to ``url``'s origin
+        (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` ...), read once per origin and hook.
+
+        ``requests`` would read them on every request (a scan of every environment variable and a
+        look for ``~/.netrc``: a third of the client's CPU for a page). ``~/.netrc`` is not used:
+        the hook sends its own bearer token, which netrc credentials would replace.
+        """
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        settings = self._environments.get(origin)
+        if settings is None:
+            with requests.Session() as probe:  # trust_env on: what requests alone would use
+                merged = probe.merge_environment_settings(origin, {}, None, self.config.verify_ssl, None)
+            settings = self._environments[origin] = {"proxies": merged["proxies"], "verify": merged["verify"]}
+        return settings
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -313,15 +333,17 @@ class PeopleAIHook(BaseHook):
         session = self.get_conn()
         with self._in_flight:
             try:
+                url = request.url(self.config)
                 answer = session.request(
                     request.method,
-                    request.url(self.config),
+                    url,
                     params=request.params or None,
                     data=request.form,
                     json=request.json_body,
                     headers=request.headers(),
                     timeout=self.config.timeout,
                     stream=True,
+                    **self._environment(url),
                 )
                 with answer:
                     return Response(answer.status_code, answer.headers, _read_capped(answer, request.body_cap()))
@@ -357,14 +379,16 @@ class PeopleAIHook(BaseHook):
         session = self.get_conn()
         with self._in_flight:
             try:
+                url = request.url(self.config)
                 with session.request(
                     request.method,
-                    request.url(self.config),
+                    url,
                     params=request.params or None,
                     headers=request.headers(),
                     timeout=self.config.timeout,
                     stream=True,
                     allow_redirects=False,
+                    **self._environment(url),
                 ) as answer:
                     if not 200 <= answer.status_code < 300:
                         return Response(answer.status_code, answer.headers, answer.content)
