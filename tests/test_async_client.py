@@ -281,3 +281,23 @@ def test_hooks_of_one_process_on_the_same_credentials_share_one_token(sandbox: S
     with pytest.raises(PeopleAIAuthError):
         async_count(since)
     assert len([r for r in sandbox.requests if r.path == "/auth/v1/tokens"]) == 3
+
+
+class TestEnvironment:
+    def test_env_proxy_is_used_like_the_sync_hook(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        from tests.test_hook import _ForwardProxy
+
+        proxy = _ForwardProxy()
+        try:
+            for name in ("NO_PROXY", "no_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            end = START + timedelta(days=2)
+            assert async_count(START, end) == truth(sandbox, START, end)
+            assert proxy.forwarded and len(proxy.forwarded) == len(sandbox.requests)
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            forwarded = len(proxy.forwarded)
+            assert async_count(START, end) == truth(sandbox, START, end)
+            assert len(proxy.forwarded) == forwarded
+        finally:
+            proxy.stop()

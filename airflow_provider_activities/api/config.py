@@ -246,6 +246,18 @@ def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
     return f"{parts.scheme}://{netloc}{path}"
 
 
+def environment_proxy(url: str) -> str | None:
+    """The proxy URL the environment gives ``url`` (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
+    ``NO_PROXY``, by the rules of ``requests``), or ``None`` for a direct connection.
+
+    The async hook passes it to ``aiohttp``, which does not read the environment itself; the sync
+    hook's ``requests`` session applies the same variables, so both hooks take the same route.
+    """
+    from requests.utils import get_environ_proxies, select_proxy
+
+    return select_proxy(url, get_environ_proxies(url))
+
+
 def config_from_connection(conn_id: str, conn: Any) -> ClientConfig:
     """Validated settings from an Airflow ``Connection``; its password is registered with
     Airflow's secrets masker first, so it never shows in a log line."""
