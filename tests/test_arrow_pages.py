@@ -15,7 +15,8 @@ The Python path of a page is ``parse_page`` (``json.loads``), the record filter,
   (``BatchStream.arrow_pages``);
 * ``RecordFilter.apply_batch`` against ``RecordFilter.apply``: the same records kept, the same stats.
 
-Discrepancies found are kept as ``xfail(strict=True)`` tests (see the ``KNOWN_*`` cases).
+The discrepancies this file found are fixed; their cases stay as tests (``DECLINED_ODD_VALUES``,
+the small-buffer byte comparison, two empty Arrow pages in a row).
 """
 
 from __future__ import annotations
@@ -292,7 +293,7 @@ TRICKY_STRINGS = [
     "",
     "中文 ελληνικά עברית",
 ]
-SPECIAL_FLOATS = [0.0, -0.0, 0.1, 1e-300, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -1.5, 1 / 3]
+SPECIAL_FLOATS = [0.0, 0.1, 1e-300, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -1.5, 1 / 3]
 
 
 def _random_doubles(count: int, seed: int) -> list[float]:
@@ -362,7 +363,6 @@ def taken_cases(kind: Kind) -> list[tuple[str, bytes]]:
             ("integers in the float column", envelope([
                 full_activity(n, duration=v) for n, v in enumerate([0, 5, -7, 2**53 + 1, INT64_MAX, 2**64 + 1, 10**20, 10**300])
             ])),
-            ("NaN (json.loads takes it)", envelope([full_activity(0, duration=float("nan")), full_activity(1, duration=1.0)])),
             ("hard decimal literals", b'{"data":[' + b",".join(
                 b'{"uid":"u%d","duration":%s}' % (n, literal.encode())
                 for n, literal in enumerate(HARD_FLOAT_LITERALS)
@@ -371,13 +371,13 @@ def taken_cases(kind: Kind) -> list[tuple[str, bytes]]:
     return cases
 
 
-HARD_FLOAT_LITERALS = [  # "-0" is not here: see KNOWN_DISCREPANCIES
-    "1e3", "1E+2", "0", "-0e0", "0e0", "-0.0", "1.0000000000000000000001", "9007199254740993", "9007199254740993.0000001",
+HARD_FLOAT_LITERALS = [  # "-0" is not here: see DECLINED_ODD_VALUES
+    "1e3", "1E+2", "0", "0e0", "1.0000000000000000000001", "9007199254740993", "9007199254740993.0000001",
     "2.2250738585072011e-308", "4.9406564584124654e-324", "2.4703282292062327e-324", "2.4703282292062328e-324",
-    "1.7976931348623157e308", "1.7976931348623158e308", "123456789012345678901234567890", "1e-400", "-1e-400",
+    "1.7976931348623157e308", "1.7976931348623158e308", "123456789012345678901234567890", "1e-400",
     "0.30000000000000004", "100000000000000000000.5", "1e0000000000000000000001", "0." + "0" * 400 + "1",
     "1" + "0" * 400 + "e-400", "5e-325",
-]
+]  # negative zeros ("-0.0", "-0e0", "-1e-400") are declined: see DECLINED_ODD_VALUES
 
 
 def either_cases(kind: Kind) -> list[tuple[str, bytes]]:
@@ -477,6 +477,8 @@ def either_cases(kind: Kind) -> list[tuple[str, bytes]]:
             ("string in the float column", one(duration="1.5")),
             ("bool in the float column", one(duration=True)),
             ("list in the float column", one(duration=[1.0])),
+            ("NaN in the float column (json.loads takes it)", one(duration=float("nan"))),
+            ("-0.0 in the float column", one(duration=-0.0)),
             ("Infinity in the float column", one(duration=float("inf"))),
             ("-Infinity in the float column", one(duration=float("-inf"))),
             ("1e400 in the float column", raw("duration", b"1e400")),
@@ -669,8 +671,11 @@ class Generator:
     def double(self) -> Any:
         rng = self.rng
         roll = rng.random()
-        if roll < 0.3:
-            return struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]  # NaN and infinities too
+        if roll < 0.3:  # any finite double but -0.0 (those pages go the Python way: see wrong())
+            while True:
+                value = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+                if math.isfinite(value) and not (value == 0 and math.copysign(1.0, value) < 0):
+                    return value
         if roll < 0.45:
             return rng.uniform(-1e6, 1e6)
         if roll < 0.55:
@@ -716,7 +721,8 @@ class Generator:
         choices: dict[str, list[Callable[[], Any]]] = {
             "int": [lambda: 2.0, lambda: 1.5, lambda: "12", lambda: True, lambda: [1], lambda: {"a": 1},
                     lambda: INT64_MAX + 1, lambda: INT64_MIN - 1, lambda: Raw(rng.choice(RAW_INT_LITERALS_BAD))],
-            "float": [lambda: "1.5", lambda: True, lambda: [1.0], lambda: {}, lambda: Raw("1e400")],
+            "float": [lambda: "1.5", lambda: True, lambda: [1.0], lambda: {}, lambda: Raw("1e400"), lambda: float("nan"),
+                      lambda: float("inf"), lambda: float("-inf"), lambda: -0.0, lambda: Raw("-0"), lambda: Raw("-1e-400")],
             "bool": [lambda: 1, lambda: 0, lambda: "true", lambda: [True], lambda: 1.0],
             "str": [lambda: 12, lambda: 1.5, lambda: False, lambda: ["a"], lambda: {"a": "b"}],
             "ts": [lambda: "2026-11-01T00:00:00Z", lambda: "2026-11-01T00:00:00.5+00:00", lambda: 1.7e12,
@@ -858,58 +864,39 @@ def test_random_pages_give_the_python_answer_or_are_declined(kind: Kind) -> None
     assert outcomes["arrow"] >= RANDOM_PAGES * 0.45 and outcomes["declined"] >= RANDOM_PAGES * 0.2, outcomes
 
 
-# -- discrepancies found (the Arrow path answers where the Python path refuses) ----------------
+# -- pages Arrow once took where the Python path refuses or answers otherwise: now declined ---
 
 _AT_OVERFLOW = (  # 2**1024 - 2**970: the smallest integer that float() refuses (rounds to 2**1024)
     "179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692"
     "887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842"
     "914819860834936475292719074168444365510704342711559699508093042880177904174497792"
 )
-KNOWN_DISCREPANCIES = [
+DECLINED_ODD_VALUES = [
     pytest.param(
         "activities",
         b'{"data":[{"uid":"a","duration":-0},{"uid":"b","duration":-0.0}],"meta":{"total":2}}',
         id="minus-zero-integer-literal-in-duration",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "The integer literal -0 in the float64 column 'duration': Arrow gives -0.0, the Python path 0.0 "
-            "(json.loads reads an int 0; float(0) is +0.0). Arrow's equals() takes -0.0 == 0.0, but the bits, "
-            "hence the Parquet bytes and statistics, differ. (-0.0 as a float literal is -0.0 on both paths.)"
-        )),
     ),
     pytest.param(
         "activities",
         b'{"data":[{"uid":"a","duration":1' + b"0" * 400 + b'}],"meta":{"total":1}}',
         id="integer-literal-beyond-float64-in-duration",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "An integer literal too large for a double in the float64 column 'duration' (here 10**400): Arrow gives "
-            "inf, the Python path raises SchemaMismatchError ('too large for float64')."
-        )),
     ),
     pytest.param(
         "activities",
         b'{"data":[{"uid":"a","duration":-' + _AT_OVERFLOW.encode() + b'}],"meta":{"total":1}}',
         id="integer-literal-at-float64-overflow-in-duration",
-        marks=pytest.mark.xfail(strict=True, reason="-(2**1024 - 2**970) in 'duration': Arrow -inf, Python SchemaMismatchError."),
     ),
     pytest.param(
         "activities",
         b'{"data":[{"uid":"a","duration":1' + b"0" * 5000 + b'}],"meta":{"total":1}}',
         id="integer-literal-over-4300-digits-in-duration",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "A 5001-digit integer literal in 'duration': Arrow gives inf, json.loads refuses it (Python's int "
-            "string-conversion limit of 4300 digits) and parse_page raises InvalidResponseError."
-        )),
     ),
     *(
         pytest.param(
             "activities",
             b'{"data":[{"uid":"a","duration":' + literal + b'}],"meta":{"total":1}}',
             id=f"non-json-literal-{literal.decode()}-in-duration",
-            marks=pytest.mark.xfail(strict=True, reason=(
-                f"The literal {literal.decode()} (not JSON, and not taken by json.loads, which knows only NaN, "
-                "Infinity and -Infinity) in the float64 column 'duration': Arrow's reader takes it "
-                "(inf / -inf / nan), parse_page raises InvalidResponseError."
-            )),
         )
         for literal in (b"Inf", b"-Inf", b"-NaN")
     ),
@@ -918,12 +905,6 @@ KNOWN_DISCREPANCIES = [
             kind,
             b'{"data":[{"' + field.encode() + b'":"' + raw + b'"}],"meta":{"total":1}}',
             id=f"invalid-utf8-{label}-in-{kind}",
-            marks=pytest.mark.xfail(strict=True, reason=(
-                f"Invalid UTF-8 ({label}) inside a string value: Arrow takes the page and its batch holds the bytes "
-                "as they are (batch.validate(full=True) fails: 'Invalid UTF8 sequence'; they reach the Parquet "
-                "files), while the Python path refuses the body: InvalidResponseError from json.loads, or for an "
-                "encoded surrogate (json.loads decodes with 'surrogatepass') UnicodeEncodeError in to_batch."
-            )),
         )
         for kind, field in (("activities", "uid"), ("participants", "email"))
         for label, raw in (("0xff", b"\xff"), ("overlong-nul", b"\xc0\x80"), ("encoded-surrogate", b"\xed\xa0\x80"),
@@ -932,9 +913,13 @@ KNOWN_DISCREPANCIES = [
 ]
 
 
-@pytest.mark.parametrize("kind_name, body", KNOWN_DISCREPANCIES)
-def test_known_discrepancy(kind_name: str, body: bytes) -> None:
-    check(KINDS[kind_name], body)
+@pytest.mark.parametrize("kind_name, body", DECLINED_ODD_VALUES)
+def test_odd_values_arrow_would_read_otherwise_are_declined(kind_name: str, body: bytes) -> None:
+    """Found by this file, fixed in the parser: invalid UTF-8 inside strings (Arrow's reader keeps the
+    bytes, json.loads refuses the body), the non-JSON literals Inf, -Inf, -NaN and integers too large
+    for a double (Arrow: infinities; the Python path refuses them), and the integer literal -0 in a
+    float column (Arrow: -0.0, json.loads: 0, so other Parquet bytes). The page goes the Python way."""
+    assert check(KINDS[kind_name], body) == "declined"
 
 
 # ============================================================================================
@@ -1212,14 +1197,11 @@ def test_with_small_writer_buffers_the_rows_are_still_the_same(small_buffer_runs
     assert {p: rows_only(m) for p, m in with_arrow.manifests.items()} == {p: rows_only(m) for p, m in without.manifests.items()}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "The writer cuts a row group whenever the rows buffered across partitions pass max_buffered_rows (100k by "
-    "default), so its bytes depend on how the stream cuts its batches: BatchStream groups Arrow pages up to "
-    "BATCH_ROWS=32768 rows per batch, the Python path yields one batch per page. Same rows, other row groups: "
-    "the files differ once >100k rows are buffered over 2+ partitions (seen at default sizes with 160k activities "
-    "over 2 days, page_size 5000: activity_type=meeting/activity_date=2026-11-02 differs)."
-))
 def test_with_small_writer_buffers_the_bytes_are_the_same(small_buffer_runs: tuple[Outcome, Outcome]) -> None:
+    """The writer cuts a row group whenever the rows buffered across partitions pass its cap, so its
+    bytes depend on where the stream cuts its batches: BatchStream cuts them after every BATCH_ROWS
+    records received, whichever way the pages were parsed (found by this file: it once cut Arrow
+    pages and Python pages differently)."""
     with_arrow, without = small_buffer_runs
     assert with_arrow.files == without.files
 
@@ -1251,7 +1233,7 @@ def _stream_bodies(rng: random.Random) -> list[bytes]:
         records = []
         for _ in range(rng.choice([1, 2, 5, 10])):
             moment = rng.choice([start - 1, start, end - 1, end, rng.randint(start - 3_600_000, end + 3_600_000)])
-            records.append(full_activity(rng.randint(0, 30), timestamp=moment, duration=rng.choice([1.5, -0.0, 0.1])))
+            records.append(full_activity(rng.randint(0, 30), timestamp=moment, duration=rng.choice([1.5, 2.0, 0.1])))
         if rng.random() < 0.4:
             moment = datetime.fromtimestamp(rng.randint(start, end - 1) / 1000, UTC).isoformat().replace("+00:00", "Z")
             records[rng.randrange(len(records))]["timestamp"] = moment
@@ -1279,12 +1261,6 @@ def test_batch_stream_yields_the_same_rows_and_stats_with_and_without_arrow(
     assert arrow_pages > 60
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason=(
-    "BatchStream._kept takes pa.Table.from_batches(batches).combine_chunks().to_batches()[0], but to_batches() of a "
-    "zero-row table is []: two or more empty Arrow pages grouped together (after a flush by a declined page or by "
-    "BATCH_ROWS, e.g. the empty last page of a pass whose meta.total moved, then the empty first page of the next "
-    "pass) raise IndexError: list index out of range. The Python path yields nothing for them."
-))
 def test_batch_stream_with_two_empty_arrow_pages_in_a_row() -> None:
     declined = envelope([full_activity(0, timestamp="2026-11-01T01:00:00Z")], {"total": 150})
     empty = b'{"data":[],"meta":{"total":0}}'

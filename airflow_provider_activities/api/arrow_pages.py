@@ -19,11 +19,16 @@ declined, and the page goes the Python way, which keeps every rule and every err
   a list field lists of its item type;
 * timestamp fields must be JSON integers (epoch milliseconds, taken as they are, as the Python
   path does); a page with an ISO-8601 string or a float timestamp is declined;
-* ``meta.total`` must be null or a non-negative integer.
+* ``meta.total`` must be null or a non-negative integer;
+* strings must be valid UTF-8 (Arrow's reader does not check; ``json.loads`` refuses the body);
+* floats must be finite and not ``-0.0``: Arrow's reader also takes ``Inf`` and ``-NaN`` (not
+  JSON to ``json.loads``), turns integers too large for a double into infinities (the Python
+  path refuses them), and reads the integer ``-0`` as ``-0.0`` (``json.loads`` reads ``0``).
+  Such pages go the Python way, which decides.
 
 Arrow's reader refuses on its own a value of another type, an integer outside int64, a key
-given twice in one object, invalid UTF-8 or a lone surrogate; a declined page costs one failed
-parse (cheap: it stops at the first mismatch). Arrow never descends deeper than the schema:
+given twice in one object or a lone surrogate escape; a declined page costs one failed parse
+(cheap: it stops at the first mismatch). Arrow never descends deeper than the schema:
 with ``unexpected_field_behavior="error"`` an unknown key or a value of the wrong kind stops
 the parse before its contents are read, so deeply nested answers (which the Python path
 refuses with a clear error) cannot exhaust its stack.
@@ -34,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
 
@@ -73,6 +79,7 @@ class ArrowPageParser:
             wire_type = pa.int64() if schema_field.name in timestamps else schema_field.type
             record_fields.append(pa.field(schema_field.name, wire_type))
         self._wire = pa.struct(record_fields)
+        self._float_fields = tuple(field.name for field in self.schema if pa.types.is_floating(field.type))
         self._parse_options = pa_json.ParseOptions(
             explicit_schema=pa.schema([pa.field("data", pa.list_(self._wire)), pa.field("meta", _META)]),
             unexpected_field_behavior="error",
@@ -111,7 +118,14 @@ class ArrowPageParser:
         total = table.column("meta").chunk(0).field("total")[0].as_py() if table.column("meta").null_count == 0 else None
         if total is not None and total < 0:
             return None
-        return Page(records=[], total=total, batch=self._to_batch(records))
+        batch = self._to_batch(records)
+        try:
+            batch.validate(full=True)  # UTF-8 of every string
+        except pa.ArrowInvalid:
+            return None
+        if not all(_plain_floats(batch.column(name)) for name in self._float_fields):
+            return None
+        return Page(records=[], total=total, batch=batch)
 
     def _to_batch(self, records: pa.StructArray) -> pa.RecordBatch:
         columns = dict(zip((wire.name for wire in self._wire), records.flatten()))  # offsets applied
@@ -124,3 +138,11 @@ class ArrowPageParser:
             else:
                 arrays.append(columns[schema_field.name])
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def _plain_floats(column: pa.Array) -> bool:
+    """Whether every value of a float column is finite and none is ``-0.0`` (nulls are fine)."""
+    if column.null_count == len(column):
+        return True
+    values = column.fill_null(1.0).to_numpy(zero_copy_only=False)
+    return bool(np.isfinite(values).all()) and not bool((np.signbit(values) & (values == 0)).any())

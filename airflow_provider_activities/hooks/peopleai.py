@@ -78,7 +78,7 @@ DOWNLOAD_CHUNK_BYTES = 1 << 20
 READ_CHUNK_BYTES = 1 << 20  # a page (about 800 KB at 1000 records) in one or two reads
 MAX_PASSES = 3  # reads of one query when meta.total keeps moving under it
 BATCH_ROWS = 32_768
-"""Records of consecutive Arrow-parsed pages a :class:`BatchStream` bounds and de-duplicates at once."""
+"""Records received (in whole pages) per batch a :class:`BatchStream` yields."""
 
 
 def _body_chunks(answer: requests.Response) -> Iterator[bytes]:
@@ -163,9 +163,11 @@ class BatchStream(RecordStream):
     the Python parser's answer (see :mod:`airflow_provider_activities.api.arrow_pages`; the
     connection extra ``arrow_parsing``), and through ``json.loads`` and
     :class:`~airflow_provider_activities.parquet.RecordConverter` otherwise. Consecutive Arrow
-    pages are bounded and de-duplicated together, up to :data:`BATCH_ROWS` records at a time
-    (fewer, larger steps for the consumer too); the records and their order are the same as
-    page by page. :attr:`arrow_pages` counts the pages Arrow took.
+    pages are bounded and de-duplicated together; the records and their order are the same as
+    page by page. A batch is yielded each time :data:`BATCH_ROWS` records have been received
+    (and at the end), whichever way its pages were parsed: the consumer gets the same batches,
+    cut at the same places, with Arrow parsing on or off, so the Parquet files written from
+    them are the same bytes. :attr:`arrow_pages` counts the pages Arrow took.
 
     :param schema: the record schema of the batches (``ACTIVITY_SCHEMA``, ``PARTICIPANT_SCHEMA``).
     :param id_field: the record identity named in schema errors (``uid``, ``activity_uid``).
@@ -188,33 +190,43 @@ class BatchStream(RecordStream):
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
         record_filter = self._query.record_filter
+        kept: list[pa.RecordBatch] = []  # the group's new records inside the interval, in page order
         parsed: list[pa.RecordBatch] = []  # Arrow pages not yet bounded and de-duplicated
-        rows = 0
+        received = 0
         for page in self._pages:
             if page.batch is not None:
                 self.arrow_pages += 1
                 parsed.append(page.batch)
-                rows += page.batch.num_rows
-                if rows < BATCH_ROWS:
-                    continue
-            if parsed:
-                yield from self._kept(parsed)
-                parsed, rows = [], 0
-            if page.batch is None:
-                batch = self._converter.to_batch(record_filter.apply(page.records))
+            else:
+                if parsed:
+                    kept.append(record_filter.apply_batch(_one_batch(parsed, self.schema)))
+                    parsed = []
+                kept.append(self._converter.to_batch(record_filter.apply(page.records)))
+            received += page.count
+            if received >= BATCH_ROWS:
+                if parsed:
+                    kept.append(record_filter.apply_batch(_one_batch(parsed, self.schema)))
+                    parsed = []
+                batch = _one_batch(kept, self.schema)
+                kept, received = [], 0
                 if batch.num_rows:
                     yield batch
         if parsed:
-            yield from self._kept(parsed)
-
-    def _kept(self, batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        whole = batches[0] if len(batches) == 1 else pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
-        kept = self._query.record_filter.apply_batch(whole)
-        if kept.num_rows:
-            yield kept
+            kept.append(record_filter.apply_batch(_one_batch(parsed, self.schema)))
+        batch = _one_batch(kept, self.schema)
+        if batch.num_rows:
+            yield batch
 
     def _parse(self, body: bytes) -> Page:
         return self._arrow(body) if self.arrow_parsing else parse_page(body)
+
+
+def _one_batch(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
+    """``batches`` (of ``schema``) as one batch; an empty one for none."""
+    if len(batches) == 1:
+        return batches[0]
+    table = pa.Table.from_batches(batches, schema=schema).combine_chunks()
+    return table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=schema)
 
 
 def _read_capped(answer: requests.Response, cap: int) -> bytes:
