@@ -182,6 +182,7 @@ class BatchStream(RecordStream):
     def __post_init__(self) -> None:
         self._converter = RecordConverter(self.schema, id_field=self.id_field)
         self._arrow = ArrowPageParser(self.schema, self._query.record_filter.timestamp_fields)
+        self._parsing = threading.BoundedSemaphore(_cpu_count())
 
     @property
     def unknown_fields(self) -> set[str]:
@@ -218,7 +219,19 @@ class BatchStream(RecordStream):
             yield batch
 
     def _parse(self, body: bytes) -> Page:
-        return self._arrow(body) if self.arrow_parsing else parse_page(body)
+        # At most one parse per CPU at a time: more requests than CPUs may be in flight (they wait
+        # on the network), but more parses than CPUs only thrash the caches (measured: 30% more CPU
+        # per page with 10 parses on 2 CPUs).
+        with self._parsing:
+            return self._arrow(body) if self.arrow_parsing else parse_page(body)
+
+
+def _cpu_count() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _one_batch(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:

@@ -15,7 +15,9 @@ machine.
   (``ReadOptions(use_threads=False, block_size=len(body) + 1)``), its schema *inferred* from the
   page (not the provider's schema, nor its code: the floor does not depend on the provider);
   rows are the summed list lengths of the ``data`` column, ``meta.total`` read from the ``meta``
-  column. The C++ parse releases the GIL, so the pool's threads parse pages in parallel.
+  column. The C++ parse releases the GIL, so the pool's threads parse pages in parallel, at
+  most one per CPU at a time (more parses than CPUs only thrash the caches; the provider does
+  the same).
 
 With ``requests_per_second`` set (the API-bound regime) requests leave on a fixed schedule,
 one every ``1.02 / rate`` seconds, and a 429 is retried after that spacing (and counted).
@@ -27,6 +29,7 @@ to report the sandbox's own serving rate.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -73,10 +76,14 @@ def _arrow_parser() -> Callable[[bytes], tuple[int, Any]]:
     import pyarrow.compute as pc
     import pyarrow.json as pa_json
 
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    parsing = threading.BoundedSemaphore(max(1, cpus))
+
     def parse(body: bytes) -> tuple[int, Any]:
-        table = pa_json.read_json(
-            pa.py_buffer(body), read_options=pa_json.ReadOptions(use_threads=False, block_size=len(body) + 1)
-        )
+        with parsing:
+            table = pa_json.read_json(
+                pa.py_buffer(body), read_options=pa_json.ReadOptions(use_threads=False, block_size=len(body) + 1)
+            )
         rows = pc.sum(pc.list_value_length(table.column("data"))).as_py() or 0
         meta = table.column("meta").combine_chunks()
         return rows, meta.field("total")[0].as_py()
