@@ -501,3 +501,60 @@ class TestEnvironment:
             assert proxy.forwarded == [] and sandbox.requests
         finally:
             proxy.stop()
+
+
+class TestSessionEnvironment:
+    """What the hook's session takes from the environment, next to what requests would do."""
+
+    def test_redirects_get_the_proxy_of_their_own_host(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import requests
+
+        from airflow_provider_activities.hooks.peopleai import _Session
+
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+        monkeypatch.setenv("NO_PROXY", "api.internal")
+        session = _Session()
+        assert session.environment_proxies("https://api.internal/v0") == {}
+        redirected = requests.Request("GET", "https://bucket.example/file").prepare()
+        assert session.rebuild_proxies(redirected, {})["https"] == "http://proxy.example:3128"
+        with requests.Session() as plain:  # the same as requests with trust_env
+            assert plain.rebuild_proxies(requests.Request("GET", "https://bucket.example/file").prepare(), {})["https"] == (
+                "http://proxy.example:3128"
+            )
+
+    def test_ca_bundle_applies_while_verification_is_on(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+        from airflow_provider_activities.hooks.peopleai import _Session
+
+        bundle = tmp_path / "ca.pem"
+        bundle.write_text("")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+        session = _Session()
+        assert session.merge_environment_settings("https://api.people.ai/x", {}, None, None, None)["verify"] == str(bundle)
+        session.verify = False
+        assert session.merge_environment_settings("https://api.people.ai/x", {}, None, None, None)["verify"] is False
+        assert session.merge_environment_settings("https://api.people.ai/x", {}, None, False, None)["verify"] is False
+
+    def test_get_conn_used_directly_goes_through_the_env_proxy(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+        proxy = _ForwardProxy()
+        try:
+            for name in ("NO_PROXY", "no_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            hook = connect(monkeypatch, sandbox)
+            answer = hook.get_conn().post(
+                sandbox.base_url + TOKEN_PATH,
+                data={"grant_type": "client_credentials", "client_id": sandbox.client_id, "client_secret": SECRET},
+            )
+            assert answer.status_code == 200 and [path for path, _ in proxy.forwarded] == [TOKEN_PATH]
+        finally:
+            proxy.stop()
+
+    def test_async_hook_takes_a_proxy_without_a_scheme(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from airflow_provider_activities.api.config import environment_proxy
+
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", "proxy.example:3128")
+        assert environment_proxy("https://api.people.ai") == "http://proxy.example:3128"
+        monkeypatch.setenv("NO_PROXY", "api.people.ai")
+        assert environment_proxy("https://api.people.ai") is None

@@ -253,9 +253,10 @@ def environment_proxy(url: str) -> str | None:
     The async hook passes it to ``aiohttp``, which does not read the environment itself; the sync
     hook's ``requests`` session applies the same variables, so both hooks take the same route.
     """
-    from requests.utils import get_environ_proxies, select_proxy
+    from requests.utils import get_environ_proxies, prepend_scheme_if_needed, select_proxy
 
-    return select_proxy(url, get_environ_proxies(url))
+    proxy = select_proxy(url, get_environ_proxies(url))
+    return prepend_scheme_if_needed(proxy, "http") if proxy else None  # "proxy.corp:3128", as requests takes it
 
 
 def config_from_connection(conn_id: str, conn: Any) -> ClientConfig:

@@ -255,6 +255,46 @@ def _read_capped(answer: requests.Response, cap: int) -> bytes:
     return b"".join(chunks)
 
 
+class _Session(requests.Session):
+    """A ``requests.Session`` that reads the environment once per origin, not on every request.
+
+    With ``trust_env`` on, ``requests`` scans every environment variable and looks for
+    ``~/.netrc`` on each request: a third of the client's CPU for a page. Here ``trust_env`` is
+    off and the same settings come from a per-origin cache: the proxies of ``HTTPS_PROXY``,
+    ``HTTP_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` (for redirects too), and the CA bundle of
+    ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` while verification is on (``verify=False``
+    wins, unlike in ``requests``). ``~/.netrc`` is not read: its credentials would replace the
+    hook's bearer token.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trust_env = False
+        self._proxies_by_origin: dict[str, dict[str, str]] = {}
+        self._ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+
+    def environment_proxies(self, url: str) -> dict[str, str]:
+        """The environment's proxies for ``url`` (by its origin), as ``requests`` would use them."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        proxies = self._proxies_by_origin.get(origin)
+        if proxies is None:
+            proxies = self._proxies_by_origin[origin] = requests.utils.get_environ_proxies(origin)
+        return proxies
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
+        proxies = {**self.environment_proxies(url), **(proxies or {})}
+        if self._ca_bundle and (verify is True or (verify is None and self.verify is True)):
+            verify = self._ca_bundle
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+    def rebuild_proxies(self, prepared_request: Any, proxies: Any) -> dict[str, str]:
+        merged = dict(proxies or {})
+        for scheme, proxy in self.environment_proxies(prepared_request.url).items():
+            merged.setdefault(scheme, proxy)
+        return super().rebuild_proxies(prepared_request, merged)
+
+
 class PeopleAIHook(BaseHook):
     """Talks to the People.ai (Backstory) Activity API.
 
@@ -275,7 +315,6 @@ class PeopleAIHook(BaseHook):
         self.peopleai_conn_id = peopleai_conn_id
         self._token_lock = threading.Lock()
         self._session: requests.Session | None = None
-        self._environments: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(peopleai_conn_id={self.peopleai_conn_id!r})"
@@ -318,35 +357,19 @@ class PeopleAIHook(BaseHook):
         return threading.BoundedSemaphore(self.config.max_concurrency)
 
     def get_conn(self) -> requests.Session:
-        """The hook's ``requests.Session`` (one per hook, pooled for ``max_concurrency``)."""
+        """The hook's ``requests.Session`` (one per hook, pooled for ``max_concurrency``). It takes
+        proxies and the CA bundle from the environment once per origin and never reads
+        ``~/.netrc`` (see :class:`_Session`)."""
         if self._session is None:
-            session = requests.Session()
+            session = _Session()
             adapter = requests.adapters.HTTPAdapter(
                 pool_connections=1, pool_maxsize=self.config.max_concurrency, max_retries=0
             )
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.verify = self.config.verify_ssl
-            session.trust_env = False  # the environment is read once per origin instead: _environment
             self._session = session
         return self._session
-
-    def _environment(self, url: str) -> dict[str, Any]:
-        """The ``proxies`` and ``verify`` the environment gives requests to ``url``'s origin
-        (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE`` ...), read once per origin and hook.
-
-        ``requests`` would read them on every request (a scan of every environment variable and a
-        look for ``~/.netrc``: a third of the client's CPU for a page). ``~/.netrc`` is not used:
-        the hook sends its own bearer token, which netrc credentials would replace.
-        """
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        settings = self._environments.get(origin)
-        if settings is None:
-            with requests.Session() as probe:  # trust_env on: what requests alone would use
-                merged = probe.merge_environment_settings(origin, {}, None, self.config.verify_ssl, None)
-            settings = self._environments[origin] = {"proxies": merged["proxies"], "verify": merged["verify"]}
-        return settings
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -358,17 +381,15 @@ class PeopleAIHook(BaseHook):
         session = self.get_conn()
         with self._in_flight:
             try:
-                url = request.url(self.config)
                 answer = session.request(
                     request.method,
-                    url,
+                    request.url(self.config),
                     params=request.params or None,
                     data=request.form,
                     json=request.json_body,
                     headers=request.headers(),
                     timeout=self.config.timeout,
                     stream=True,
-                    **self._environment(url),
                 )
                 with answer:
                     return Response(answer.status_code, answer.headers, _read_capped(answer, request.body_cap()))
@@ -404,16 +425,14 @@ class PeopleAIHook(BaseHook):
         session = self.get_conn()
         with self._in_flight:
             try:
-                url = request.url(self.config)
                 with session.request(
                     request.method,
-                    url,
+                    request.url(self.config),
                     params=request.params or None,
                     headers=request.headers(),
                     timeout=self.config.timeout,
                     stream=True,
                     allow_redirects=False,
-                    **self._environment(url),
                 ) as answer:
                     if not 200 <= answer.status_code < 300:
                         return Response(answer.status_code, answer.headers, answer.content)
@@ -545,7 +564,8 @@ class PeopleAIHook(BaseHook):
         return self._stream(participants_query(start, end))
 
     def stream_activity_batches(self, start: datetime, end: datetime, activity_type: str | None = None) -> BatchStream:
-        """The records of :meth:`stream_activities` as ``pa.RecordBatch`` of ``ACTIVITY_SCHEMA``, one per page.
+        """The records of :meth:`stream_activities` as ``pa.RecordBatch`` of ``ACTIVITY_SCHEMA``, one per
+        :data:`BATCH_ROWS` records received (see :class:`BatchStream`).
 
         The fastest read, and the one the operators use: most pages go from the wire to Arrow
         columns without a Python object per value (see :class:`BatchStream`). Fields the schema
