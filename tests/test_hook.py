@@ -514,7 +514,7 @@ class TestSessionEnvironment:
         monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
         monkeypatch.setenv("NO_PROXY", "api.internal")
         session = _Session()
-        assert session.environment_proxies("https://api.internal/v0") == {}
+        assert session.environment_proxies.for_url("https://api.internal/v0") == {}
         redirected = requests.Request("GET", "https://bucket.example/file").prepare()
         assert session.rebuild_proxies(redirected, {})["https"] == "http://proxy.example:3128"
         with requests.Session() as plain:  # the same as requests with trust_env
@@ -550,11 +550,11 @@ class TestSessionEnvironment:
             proxy.stop()
 
     def test_async_hook_takes_a_proxy_without_a_scheme(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from airflow_provider_activities.api.config import environment_proxy
+        from airflow_provider_activities.api.config import EnvironmentProxies
 
         for name in ("NO_PROXY", "no_proxy"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTPS_PROXY", "proxy.example:3128")
-        assert environment_proxy("https://api.people.ai") == "http://proxy.example:3128"
+        assert EnvironmentProxies().proxy_url("https://api.people.ai") == "http://proxy.example:3128"
         monkeypatch.setenv("NO_PROXY", "api.people.ai")
-        assert environment_proxy("https://api.people.ai") is None
+        assert EnvironmentProxies().proxy_url("https://api.people.ai") is None

@@ -246,17 +246,37 @@ def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
     return f"{parts.scheme}://{netloc}{path}"
 
 
-def environment_proxy(url: str) -> str | None:
-    """The proxy URL the environment gives ``url`` (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
-    ``NO_PROXY``, by the rules of ``requests``), or ``None`` for a direct connection.
+class EnvironmentProxies:
+    """The proxies the environment gives each origin (``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``, by the rules of ``requests``), read once per origin.
 
-    The async hook passes it to ``aiohttp``, which does not read the environment itself; the sync
-    hook's ``requests`` session applies the same variables, so both hooks take the same route.
+    Both hooks hold one: the sync hook's session hands :meth:`for_url` to ``requests`` (which
+    would otherwise scan the environment on every request), the async hook passes
+    :meth:`proxy_url` to ``aiohttp`` (which does not read the environment itself), so both take
+    the same route.
     """
-    from requests.utils import get_environ_proxies, prepend_scheme_if_needed, select_proxy
 
-    proxy = select_proxy(url, get_environ_proxies(url))
-    return prepend_scheme_if_needed(proxy, "http") if proxy else None  # "proxy.corp:3128", as requests takes it
+    def __init__(self) -> None:
+        self._by_origin: dict[str, dict[str, str]] = {}
+
+    def for_url(self, url: str) -> dict[str, str]:
+        """The proxies for ``url``'s origin, as ``requests.utils.get_environ_proxies`` gives them."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        proxies = self._by_origin.get(origin)
+        if proxies is None:
+            from requests.utils import get_environ_proxies
+
+            proxies = self._by_origin[origin] = get_environ_proxies(origin)
+        return proxies
+
+    def proxy_url(self, url: str) -> str | None:
+        """The one proxy URL for ``url``, or ``None`` for a direct connection; a proxy given
+        without a scheme (``proxy.corp:3128``) means ``http://``, as ``requests`` takes it."""
+        from requests.utils import prepend_scheme_if_needed, select_proxy
+
+        proxy = select_proxy(url, self.for_url(url))
+        return prepend_scheme_if_needed(proxy, "http") if proxy else None
 
 
 def config_from_connection(conn_id: str, conn: Any) -> ClientConfig:

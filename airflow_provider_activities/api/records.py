@@ -115,21 +115,21 @@ def activity_keys(batch: pa.RecordBatch) -> list[Hashable]:
     return batch.column("uid").to_pylist()
 
 
+def _participant_identity(activity_uid: Any, participant_id: Any, email: Any) -> Hashable:
+    if participant_id is None:
+        return (activity_uid, None, email)
+    return (activity_uid, participant_id)
+
+
 def participant_key(record: dict[str, Any]) -> Hashable:
     """A participant's identity: (``activity_uid``, ``id``), or the e-mail where ``id`` is missing."""
-    participant_id = record.get("id")
-    if participant_id is None:
-        return (record.get("activity_uid"), None, record.get("email"))
-    return (record.get("activity_uid"), participant_id)
+    return _participant_identity(record.get("activity_uid"), record.get("id"), record.get("email"))
 
 
 def participant_keys(batch: pa.RecordBatch) -> list[Hashable]:
     """:func:`participant_key` of every row of a batch."""
     columns = (batch.column(name).to_pylist() for name in ("activity_uid", "id", "email"))
-    return [
-        (activity_uid, None, email) if participant_id is None else (activity_uid, participant_id)
-        for activity_uid, participant_id, email in zip(*columns)
-    ]
+    return list(map(_participant_identity, *columns))
 
 
 @dataclass

@@ -30,7 +30,7 @@ import urllib3
 
 from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID, get_provider_info
 from airflow_provider_activities.api.arrow_pages import ArrowPageParser
-from airflow_provider_activities.api.config import ClientConfig, config_from_connection
+from airflow_provider_activities.api.config import ClientConfig, EnvironmentProxies, config_from_connection
 from airflow_provider_activities.api.export import (
     ExportFile,
     ExportFileSink,
@@ -190,7 +190,6 @@ class BatchStream(RecordStream):
         return self._converter.unknown_fields
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
-        record_filter = self._query.record_filter
         kept: list[pa.RecordBatch] = []  # the group's new records inside the interval, in page order
         parsed: list[pa.RecordBatch] = []  # Arrow pages not yet bounded and de-duplicated
         received = 0
@@ -198,22 +197,24 @@ class BatchStream(RecordStream):
             if page.batch is not None:
                 self.arrow_pages += 1
                 parsed.append(page.batch)
-            else:
-                if parsed:
-                    kept.append(record_filter.apply_batch(_one_batch(parsed, self.schema)))
-                    parsed = []
-                kept.append(self._converter.to_batch(record_filter.apply(page.records)))
+            else:  # the Arrow pages before it first, to keep the page order
+                kept += self._filtered(parsed)
+                parsed = []
+                kept.append(self._converter.to_batch(self._query.record_filter.apply(page.records)))
             received += page.count
             if received >= BATCH_ROWS:
-                if parsed:
-                    kept.append(record_filter.apply_batch(_one_batch(parsed, self.schema)))
-                    parsed = []
-                batch = _one_batch(kept, self.schema)
-                kept, received = [], 0
-                if batch.num_rows:
-                    yield batch
-        if parsed:
-            kept.append(record_filter.apply_batch(_one_batch(parsed, self.schema)))
+                kept += self._filtered(parsed)
+                yield from self._non_empty(kept)
+                kept, parsed, received = [], [], 0
+        kept += self._filtered(parsed)
+        yield from self._non_empty(kept)
+
+    def _filtered(self, parsed: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+        """Arrow pages bounded and de-duplicated together: one batch, or none for no pages."""
+        return [self._query.record_filter.apply_batch(_one_batch(parsed, self.schema))] if parsed else []
+
+    def _non_empty(self, kept: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """``kept`` as one batch, unless it holds no rows."""
         batch = _one_batch(kept, self.schema)
         if batch.num_rows:
             yield batch
@@ -270,27 +271,18 @@ class _Session(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self.trust_env = False
-        self._proxies_by_origin: dict[str, dict[str, str]] = {}
+        self.environment_proxies = EnvironmentProxies()
         self._ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
 
-    def environment_proxies(self, url: str) -> dict[str, str]:
-        """The environment's proxies for ``url`` (by its origin), as ``requests`` would use them."""
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        proxies = self._proxies_by_origin.get(origin)
-        if proxies is None:
-            proxies = self._proxies_by_origin[origin] = requests.utils.get_environ_proxies(origin)
-        return proxies
-
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
-        proxies = {**self.environment_proxies(url), **(proxies or {})}
+        proxies = {**self.environment_proxies.for_url(url), **(proxies or {})}
         if self._ca_bundle and (verify is True or (verify is None and self.verify is True)):
             verify = self._ca_bundle
         return super().merge_environment_settings(url, proxies, stream, verify, cert)
 
     def rebuild_proxies(self, prepared_request: Any, proxies: Any) -> dict[str, str]:
         merged = dict(proxies or {})
-        for scheme, proxy in self.environment_proxies(prepared_request.url).items():
+        for scheme, proxy in self.environment_proxies.for_url(prepared_request.url).items():
             merged.setdefault(scheme, proxy)
         return super().rebuild_proxies(prepared_request, merged)
 

@@ -17,12 +17,11 @@ import asyncio
 import time
 from datetime import datetime
 from typing import Any, Callable, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID
-from airflow_provider_activities.api.config import ClientConfig, config_from_connection, environment_proxy
+from airflow_provider_activities.api.config import ClientConfig, EnvironmentProxies, config_from_connection
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
 from airflow_provider_activities.api.pagination import PagePlan
 from airflow_provider_activities.api.policy import (
@@ -90,7 +89,7 @@ class PeopleAIAsyncHook(BaseHook):
         self._limiter: SharedRateLimiter | None = None
         self._in_flight: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._proxies: dict[str, str | None] = {}
+        self._proxies = EnvironmentProxies()
         self._tokens: TokenCache | None = None
         self._token_lock = asyncio.Lock()
         self._config_lock = asyncio.Lock()
@@ -151,14 +150,6 @@ class PeopleAIAsyncHook(BaseHook):
             )
         return self._session
 
-    def _proxy(self, url: str) -> str | None:
-        """The environment's proxy for ``url``'s origin (see :func:`environment_proxy`), read once per origin."""
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        if origin not in self._proxies:
-            self._proxies[origin] = environment_proxy(origin)
-        return self._proxies[origin]
-
     async def close(self) -> None:
         """Close the HTTP session (the hook opens a new one if used again)."""
         session, self._session = self._session, None
@@ -182,7 +173,7 @@ class PeopleAIAsyncHook(BaseHook):
                         data=dict(request.form) if request.form is not None else None,
                         json=request.json_body,
                         headers=request.headers(),
-                        proxy=self._proxy(url),
+                        proxy=self._proxies.proxy_url(url),
                     ) as answer:
                         body = await _read_capped(answer, request.body_cap())
                         return Response(answer.status, dict(answer.headers), body)

@@ -118,7 +118,6 @@ class _PeopleAIToParquetOperator(BaseOperator):
     dataset: ClassVar[str]
     schema: ClassVar[pa.Schema]
     time_column: ClassVar[str]
-    id_column: ClassVar[str]
     type_column: ClassVar[str | None] = None
 
     template_fields: Sequence[str] = ("output_path", "start", "end", "peopleai_conn_id", "output_conn_id")
@@ -399,7 +398,6 @@ class PeopleAIActivitiesToParquetOperator(_PeopleAIToParquetOperator):
     dataset = "activities"
     schema = ACTIVITY_SCHEMA
     time_column = "timestamp"
-    id_column = "uid"
     type_column = "activity_type"
     template_fields: Sequence[str] = (*_PeopleAIToParquetOperator.template_fields, "activity_type")
 
@@ -508,7 +506,6 @@ class PeopleAIParticipantsToParquetOperator(_PeopleAIToParquetOperator):
     dataset = "participants"
     schema = PARTICIPANT_SCHEMA
     time_column = "activity_timestamp"
-    id_column = "activity_uid"
 
     def _open_stream(self, hook: PeopleAIHook, plan: PartitionPlan) -> BatchStream:
         return hook.stream_participant_batches(plan.start, plan.end)
@@ -591,7 +588,6 @@ class PeopleAIExportActivitiesToParquetOperator(_PeopleAIToParquetOperator):
     dataset = "raw_activities"
     schema = RAW_ACTIVITY_SCHEMA
     time_column = "timestamp"
-    id_column = "uid"
 
     def __init__(
         self,
