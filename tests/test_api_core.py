@@ -11,7 +11,8 @@ from airflow_provider_activities.api.pagination import PagePlan
 from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache, shared_rate_limiter
 from airflow_provider_activities.api.protocol import day_filters, parse_error, parse_page
 from airflow_provider_activities.api.errors import InvalidResponseError
-from airflow_provider_activities.api.records import RecordFilter, SeenKeys, activity_key, participant_key, to_epoch_ms
+from airflow_provider_activities.api.dedup import SeenKeys
+from airflow_provider_activities.api.records import RecordFilter, activity_key, participant_key, to_epoch_ms
 from airflow_provider_activities.api.validation import check_interval
 
 UTC = timezone.utc
@@ -117,7 +118,7 @@ class TestRecordFilter:
         kept = [[r["n"] for r in f.apply([{"n": n, "t": 1} for n in page])] for page in pages]
         assert kept == [[-1, 0, 5, 6], [7, 8, 9], [-2, 2**61 - 1, 10], [11]]
         assert (f.stats.seen, f.stats.kept, f.stats.duplicates) == (17, 11, 6)
-        assert len(f._seen._hashes) >= 2 and len(f._seen) == 11
+        assert len(f._seen._blocks) >= 2 and len(f._seen) == 11  # identities read back from spilled blocks
 
     def test_repeats_within_a_page_of_new_records_keep_the_first(self) -> None:
         f = RecordFilter("t", 0, None, lambda record: record["n"], ("t",))

@@ -50,12 +50,12 @@ from airflow_provider_activities.api.protocol import (
     page_request,
     parse_page,
 )
+from airflow_provider_activities.api.dedup import SeenKeys
 from airflow_provider_activities.api.queries import activities_query, ingested_query, participants_query
 from airflow_provider_activities.api.records import (
     ACTIVITY_TIMESTAMP_FIELDS,
     PARTICIPANT_TIMESTAMP_FIELDS,
     RecordFilter,
-    SeenKeys,
     datetime_to_ms,
 )
 from airflow_provider_activities.parquet import PartitionedParquetWriter, RecordConverter
@@ -171,10 +171,10 @@ def assert_same_batch(got: pa.RecordBatch, want: pa.RecordBatch, context: Any) -
         assert got.equals(want, check_metadata=True), context
 
 
-def check(kind: Kind, body: bytes) -> str:
+def check(kind: Kind, body: bytes, parser: ArrowPageParser | None = None) -> str:
     """``"arrow"`` or ``"declined"``; fails when Arrow's answer is not the Python path's."""
     context = body[:400]
-    page = kind.parser.parse_arrow(body)  # declining is returning None, never raising
+    page = (parser or kind.parser).parse_arrow(body)  # declining is returning None, never raising
     if page is None:
         return "declined"
     expected = python_answer(kind, body)
@@ -862,6 +862,81 @@ def test_random_pages_give_the_python_answer_or_are_declined(kind: Kind) -> None
             assert outcome == "arrow", f"Arrow declined a clean page: {body[:500]!r}"
         outcomes[outcome] += 1
     assert outcomes["arrow"] >= RANDOM_PAGES * 0.45 and outcomes["declined"] >= RANDOM_PAGES * 0.2, outcomes
+
+
+# -- fields a page does not send: left out of the reads after the first page ------------------
+
+
+def primed_parser(kind: Kind, left_out: frozenset[str]) -> ArrowPageParser:
+    """A new parser that has read one page whose records lack the fields ``left_out``."""
+    parser = ArrowPageParser(kind.schema, kind.timestamps)
+    records = [{k: v for k, v in FULL[kind.name](n).items() if k not in left_out} for n in range(3)]
+    assert check(kind, envelope(records), parser) == "arrow"
+    assert parser._left_out is not None and parser._left_out[0] == left_out
+    return parser
+
+
+@pytest.mark.parametrize("kind", KINDS.values(), ids=KINDS.keys())
+def test_fields_no_record_of_the_first_page_had_are_left_out_until_one_comes(kind: Kind) -> None:
+    ts_field, int_field = TS_FIELD[kind.name], INT_FIELD[kind.name]
+    parser = primed_parser(kind, frozenset({"duration", int_field}))
+    without = [{k: v for k, v in FULL[kind.name](n).items() if k not in ("duration", int_field)} for n in range(4)]
+    assert check(kind, envelope(without), parser) == "arrow"
+    assert parser._left_out is not None  # still leaving them out
+    with_one = [*without[:2], FULL[kind.name](9), without[3]]  # one record has the fields again
+    assert check(kind, envelope(with_one), parser) == "arrow"
+    assert parser._left_out is None  # every field is read from now on
+    assert check(kind, envelope(with_one), parser) == "arrow" and check(kind, envelope(without), parser) == "arrow"
+    assert ts_field  # the fixture names exist for both kinds
+
+
+@pytest.mark.parametrize("kind", KINDS.values(), ids=KINDS.keys())
+def test_a_left_out_field_sent_null_or_under_an_escaped_name_is_read(kind: Kind) -> None:
+    """``"duration":null`` and ``"dur\u0061tion":5`` (JSON for the key ``duration``) after a page without the key."""
+    nulled = [{**FULL[kind.name](n), "duration": None} for n in range(2)]
+    parser = primed_parser(kind, frozenset({"duration"}))
+    assert check(kind, envelope(nulled), parser) == "arrow"
+    parser = primed_parser(kind, frozenset({"duration"}))
+    record = {k: v for k, v in FULL[kind.name](0).items() if k != "duration"}
+    escaped = envelope([{**record, "placeholder": 5}]).replace(b'"placeholder"', b'"dur\\u0061tion"')
+    assert json.loads(escaped)["data"][0]["duration"] == 5
+    assert check(kind, escaped, parser) == "arrow"
+    assert parser._left_out is None
+
+
+def test_a_field_whose_name_occurs_only_in_a_value_is_not_left_out() -> None:
+    """The name is searched for in the whole body: a value that quotes it keeps the field in the reads."""
+    parser = ArrowPageParser(ACTIVITIES.schema, ACTIVITIES.timestamps)
+    records = [{k: v for k, v in full_activity(n).items() if k not in ("duration", "lead_id")} for n in range(2)]
+    records[1]["crm_id"] = "duration"  # the bytes "duration", quotes included, are in the body
+    assert check(ACTIVITIES, envelope(records), parser) == "arrow"
+    assert parser._left_out is not None and parser._left_out[0] == {"lead_id"}
+
+
+def test_an_empty_first_page_teaches_nothing() -> None:
+    parser = ArrowPageParser(ACTIVITIES.schema, ACTIVITIES.timestamps)
+    assert check(ACTIVITIES, envelope([]), parser) == "arrow"
+    assert parser._left_out is None and not parser._learned
+    records = [{k: v for k, v in full_activity(n).items() if k != "duration"} for n in range(2)]
+    assert check(ACTIVITIES, envelope(records), parser) == "arrow"
+    assert parser._left_out is not None and parser._left_out[0] == {"duration"}
+
+
+@pytest.mark.parametrize("kind", KINDS.values(), ids=KINDS.keys())
+def test_random_pages_read_with_fields_left_out_give_the_python_answer_or_are_declined(kind: Kind) -> None:
+    """The random differential again, each page read by a parser primed to leave some fields out."""
+    generator = Generator(kind, seed=20261127 + len(kind.name))
+    rng = random.Random(kind.name)
+    names = [name for name, _ in kind.fields()]
+    outcomes = {"arrow": 0, "declined": 0}
+    for _ in range(RANDOM_PAGES // 4):
+        parser = primed_parser(kind, frozenset(rng.sample(names, rng.randint(1, 6))))
+        body, clean = generator.page()
+        outcome = check(kind, body, parser)
+        if clean:
+            assert outcome == "arrow", f"Arrow declined a clean page: {body[:500]!r}"
+        outcomes[outcome] += 1
+    assert outcomes["arrow"] >= RANDOM_PAGES // 4 * 0.45, outcomes
 
 
 # -- pages Arrow once took where the Python path refuses or answers otherwise: now declined ---

@@ -558,3 +558,66 @@ class TestSessionEnvironment:
         assert EnvironmentProxies().proxy_url("https://api.people.ai") == "http://proxy.example:3128"
         monkeypatch.setenv("NO_PROXY", "api.people.ai")
         assert EnvironmentProxies().proxy_url("https://api.people.ai") is None
+
+
+class TestReadAhead:
+    """``read_ahead``: the page generator runs in a thread of its own, a bounded distance ahead."""
+
+    @staticmethod
+    def _numbers(log: list[str], count: int, fail_at: int | None = None) -> Iterator[int]:
+        import threading
+
+        try:
+            for number in range(count):
+                if number == fail_at:
+                    raise ValueError(f"page {number} failed")
+                log.append(f"made {number} in {threading.current_thread().name}")
+                yield number
+        finally:
+            log.append(f"closed in {threading.current_thread().name}")
+
+    def test_yields_every_item_in_order_made_in_another_thread(self) -> None:
+        from airflow_provider_activities.hooks.peopleai import read_ahead
+
+        log: list[str] = []
+        assert list(read_ahead(self._numbers(log, 50), depth=4, name="ahead")) == list(range(50))
+        assert log[0] == "made 0 in ahead" and log[-1] == "closed in ahead"
+
+    def test_runs_at_most_depth_items_ahead(self) -> None:
+        import time
+
+        from airflow_provider_activities.hooks.peopleai import read_ahead
+
+        log: list[str] = []
+        items = read_ahead(self._numbers(log, 100), depth=3)
+        assert next(items) == 0
+        time.sleep(0.3)  # the producer fills the queue, then waits
+        made = sum(entry.startswith("made") for entry in log)
+        assert 4 <= made <= 5  # the one consumed, three parked, at most one in the producer's hand
+        items.close()
+
+    def test_a_failure_of_the_producer_is_raised_to_the_consumer(self) -> None:
+        from airflow_provider_activities.hooks.peopleai import read_ahead
+
+        log: list[str] = []
+        got = []
+        with pytest.raises(ValueError, match="page 3 failed"):
+            for number in read_ahead(self._numbers(log, 10, fail_at=3), depth=2):
+                got.append(number)
+        assert got == [0, 1, 2] and log[-1].startswith("closed")
+
+    def test_a_consumer_that_stops_early_stops_and_closes_the_producer(self) -> None:
+        import threading
+
+        from airflow_provider_activities.hooks.peopleai import read_ahead
+
+        log: list[str] = []
+        before = threading.active_count()
+        items = read_ahead(self._numbers(log, 10_000), depth=2, name="stopped")
+        for number in items:
+            if number == 5:
+                break
+        items.close()  # what a for loop's generator gets when its consumer fails or returns
+        assert log[-1] == "closed in stopped"  # closed by the producer thread, before close() returned
+        assert sum(entry.startswith("made") for entry in log) < 20
+        assert threading.active_count() == before

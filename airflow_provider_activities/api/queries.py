@@ -12,14 +12,14 @@ from typing import Any, Iterable
 
 from airflow_provider_activities.api.protocol import PARTICIPANTS_PATH, activities_path, day_filters
 from airflow_provider_activities.api.records import (
+    ACTIVITY_BATCH_KEY,
     ACTIVITY_TIMESTAMP_FIELDS,
+    PARTICIPANT_BATCH_KEY,
     PARTICIPANT_TIMESTAMP_FIELDS,
     RecordFilter,
     activity_key,
-    activity_keys,
     datetime_to_ms,
     participant_key,
-    participant_keys,
 )
 from airflow_provider_activities.api.validation import check_activity_type, check_aware, check_interval
 
@@ -50,7 +50,7 @@ def activities_query(start: datetime, end: datetime, activity_type: str | None =
             start_ms=datetime_to_ms(start),
             end_ms=datetime_to_ms(end),
             key=activity_key,
-            batch_key=activity_keys,
+            batch_key=ACTIVITY_BATCH_KEY,
             timestamp_fields=ACTIVITY_TIMESTAMP_FIELDS,
         ),
     )
@@ -67,7 +67,7 @@ def participants_query(start: datetime, end: datetime) -> Query:
             start_ms=datetime_to_ms(start),
             end_ms=datetime_to_ms(end),
             key=participant_key,
-            batch_key=participant_keys,
+            batch_key=PARTICIPANT_BATCH_KEY,
             timestamp_fields=PARTICIPANT_TIMESTAMP_FIELDS,
         ),
     )
@@ -91,7 +91,7 @@ def ingested_query(since: datetime, until: datetime | None = None, activity_type
             start_ms=datetime_to_ms(since),
             end_ms=datetime_to_ms(until) if until is not None else None,
             key=activity_key,
-            batch_key=activity_keys,
+            batch_key=ACTIVITY_BATCH_KEY,
             timestamp_fields=ACTIVITY_TIMESTAMP_FIELDS,
         ),
     )

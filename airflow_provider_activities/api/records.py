@@ -10,19 +10,14 @@ one the Parquet writer takes without conversion.
 
 from __future__ import annotations
 
-import pickle
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import IO, Any, Callable, Hashable, Iterable
+from typing import Any, Callable, Hashable, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-try:  # numpy comes with pyarrow almost everywhere; without it SeenKeys keeps every key in a set
-    import numpy as np
-except ImportError:  # pragma: no cover - exercised only where numpy is missing
-    np = None  # type: ignore[assignment]
+from airflow_provider_activities.api.dedup import ArrowKeys, KeyTable, ListKeys, SeenKeys, batch_hashes, python_hashes
 
 ACTIVITY_TIMESTAMP_FIELDS: tuple[str, ...] = (
     "timestamp",
@@ -115,6 +110,11 @@ def activity_keys(batch: pa.RecordBatch) -> list[Hashable]:
     return batch.column("uid").to_pylist()
 
 
+def activity_key_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The columns of an activity's identity: ``uid``."""
+    return batch.select(["uid"])
+
+
 def _participant_identity(activity_uid: Any, participant_id: Any, email: Any) -> Hashable:
     if participant_id is None:
         return (activity_uid, None, email)
@@ -130,6 +130,36 @@ def participant_keys(batch: pa.RecordBatch) -> list[Hashable]:
     """:func:`participant_key` of every row of a batch."""
     columns = (batch.column(name).to_pylist() for name in ("activity_uid", "id", "email"))
     return list(map(_participant_identity, *columns))
+
+
+def participant_key_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The columns of a participant's identity: ``activity_uid``, ``id``, and ``email`` where ``id`` is null."""
+    participant_id = batch.column("id")
+    email = batch.column("email")
+    if participant_id.null_count:
+        email = pc.if_else(participant_id.is_null(), email, pa.scalar(None, email.type))
+    else:
+        email = pa.nulls(batch.num_rows, email.type)
+    return pa.RecordBatch.from_arrays([batch.column("activity_uid"), participant_id, email], names=["activity_uid", "id", "email"])
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """How the rows of a ``pa.RecordBatch`` are identified, for :meth:`RecordFilter.apply_batch`.
+
+    :param columns: the identity's columns of a batch (hashed in numpy).
+    :param identities: the identity of every row of such columns, as the Python value
+        :attr:`RecordFilter.key` gives for a dict (compared when two hashes match).
+    """
+
+    columns: Callable[[pa.RecordBatch], pa.RecordBatch]
+    identities: Callable[[pa.RecordBatch], list[Hashable]]
+
+
+ACTIVITY_BATCH_KEY = BatchKey(activity_key_columns, activity_keys)
+"""An activity's identity in a batch: ``uid``."""
+PARTICIPANT_BATCH_KEY = BatchKey(participant_key_columns, participant_keys)
+"""A participant's identity in a batch: (``activity_uid``, ``id``), or the e-mail where ``id`` is missing."""
 
 
 @dataclass
@@ -148,97 +178,6 @@ class FilterStats:
     outside: int = 0
 
 
-class SeenKeys:
-    """The identities seen so far, exactly, in about 16 bytes each once there are many.
-
-    The latest ``block_size`` identities are kept as they are, in a set (:attr:`recent`). When
-    that set is full it becomes a frozen block: the sorted 64-bit ``hash()`` of each identity in
-    memory (a numpy array), the identities themselves pickled to a temporary file. The hashes of
-    every frozen block are also kept merged in one sorted array, so a page is checked against
-    all blocks with one ``searchsorted`` (:meth:`old`): an identity whose hash no block holds is
-    new, which is the answer for nearly every record. One whose hash a block holds is looked up
-    exactly in that block's identities, read back from the file (the last block read is kept),
-    so a hash collision never drops a record.
-
-    A Python set of 1M uids takes about 120 MB; this takes 16 MB plus one block. Without numpy
-    every identity stays in the set.
-
-    :param block_size: identities kept as they are before a block is frozen.
-    """
-
-    def __init__(self, block_size: int = 65_536) -> None:
-        self.block_size = block_size
-        self.recent: set[Hashable] = set()
-        self._hashes: list[Any] = []  # one sorted numpy int64 array per frozen block
-        self._merged: Any = None  # every frozen hash, sorted
-        self._spans: list[tuple[int, int]] = []  # (offset, length) of each block's pickled identities
-        self._spool: IO[bytes] | None = None
-        self._loaded: tuple[int, frozenset[Hashable]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.recent) + sum(len(block) for block in self._hashes)
-
-    def old(self, keys: list[Hashable]) -> set[Hashable]:
-        """Those of ``keys`` that a frozen block holds (exact); the others are not in any block."""
-        if self._merged is None or not keys:
-            return set()
-        hashes = np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
-        hits = _positions_in(self._merged, hashes)
-        found: set[Hashable] = set()
-        if not len(hits):
-            return found
-        for number, block in enumerate(self._hashes):
-            in_block = hits[_positions_in(block, hashes[hits])]
-            if len(in_block):
-                exact = self._block(number)
-                found.update(keys[i] for i in in_block.tolist() if keys[i] in exact)
-        return found
-
-    def add(self, key: Hashable) -> None:
-        """Remember ``key`` (the caller checked it is new)."""
-        self.recent.add(key)
-
-    def end_page(self) -> None:
-        """Freeze the recent identities into a block once there are ``block_size`` of them (called
-        between pages, so that :meth:`old` of a page stays true while the page is filtered)."""
-        if len(self.recent) >= self.block_size and np is not None:
-            self._freeze()
-
-    def close(self) -> None:
-        """Remove the temporary file (it is removed at exit anyway)."""
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-
-    def _freeze(self) -> None:
-        keys = list(self.recent)
-        if self._spool is None:
-            self._spool = tempfile.TemporaryFile(prefix="peopleai-seen-")
-        data = pickle.dumps(keys, protocol=pickle.HIGHEST_PROTOCOL)
-        self._spool.seek(0, 2)
-        self._spans.append((self._spool.tell(), len(data)))
-        self._spool.write(data)
-        block = np.sort(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
-        self._hashes.append(block)
-        # Two sorted runs: the stable sort (timsort) merges them in linear time.
-        self._merged = block if self._merged is None else np.sort(np.concatenate([self._merged, block]), kind="stable")
-        self.recent = set()
-
-    def _block(self, number: int) -> frozenset[Hashable]:
-        if self._loaded is None or self._loaded[0] != number:
-            assert self._spool is not None
-            offset, length = self._spans[number]
-            self._spool.seek(offset)
-            self._loaded = (number, frozenset(pickle.loads(self._spool.read(length))))
-        return self._loaded[1]
-
-
-def _positions_in(sorted_hashes: Any, hashes: Any) -> Any:
-    """The positions of ``hashes`` that ``sorted_hashes`` holds (a numpy int array)."""
-    at = np.minimum(np.searchsorted(sorted_hashes, hashes), len(sorted_hashes) - 1)
-    return np.flatnonzero(sorted_hashes[at] == hashes)
-
-
 @dataclass
 class RecordFilter:
     """Normalises timestamps, bounds records to ``[start_ms, end_ms)`` on one field, drops repeats.
@@ -247,11 +186,14 @@ class RecordFilter:
     :param start_ms: inclusive lower bound, epoch ms.
     :param end_ms: exclusive upper bound, epoch ms; ``None`` for no upper bound.
     :param key: the record identity used to drop repeats (hashable; picklable once there are
-        more than a block of them, see :class:`SeenKeys`).
+        more than a block of them, see :class:`~airflow_provider_activities.api.dedup.SeenKeys`).
     :param timestamp_fields: fields normalised to epoch ms.
     :param fallback_time_field: used when ``time_field`` is missing or null (e.g. ``created_at``
         when a deployment does not send ``ingested_at``).
-    :param batch_key: ``key`` of every row of a ``pa.RecordBatch`` (for :meth:`apply_batch`).
+    :param batch_key: the same identity for the rows of a ``pa.RecordBatch`` (for :meth:`apply_batch`).
+
+    One filter takes either dicts (:meth:`apply`) or batches (:meth:`apply_batch`), not both:
+    the two hash identities differently.
     """
 
     time_field: str
@@ -260,7 +202,7 @@ class RecordFilter:
     key: Callable[[dict[str, Any]], Hashable]
     timestamp_fields: tuple[str, ...]
     fallback_time_field: str | None = None
-    batch_key: Callable[[pa.RecordBatch], list[Hashable]] | None = None
+    batch_key: BatchKey | None = None
     stats: FilterStats = field(default_factory=FilterStats)
     _seen: SeenKeys = field(default_factory=SeenKeys, repr=False)
 
@@ -282,8 +224,9 @@ class RecordFilter:
                 stats.outside += 1
                 continue
             inside.append(record)
-        key = self.key
-        return [inside[index] for index in self._new([key(record) for record in inside])]
+        identities = [self.key(record) for record in inside]
+        new = self._new(python_hashes(identities), ListKeys(identities), "python")
+        return inside if len(new) == len(inside) else [inside[index] for index in new.tolist()]
 
     def apply_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """:meth:`apply` for a page parsed into Arrow: its rows that are new and inside the interval.
@@ -304,33 +247,13 @@ class RecordFilter:
             kept = batch.filter(inside)
             stats.outside += batch.num_rows - kept.num_rows
             batch = kept
-        new = self._new(self.batch_key(batch))
+        columns = self.batch_key.columns(batch)
+        new = self._new(batch_hashes(columns.columns), ArrowKeys(columns, self.batch_key.identities), "arrow")
         return batch if len(new) == batch.num_rows else batch.take(pa.array(new, type=pa.int64()))
 
-    def _new(self, identities: list[Hashable]) -> list[int]:
-        """The positions of the identities not seen before (nor earlier in the list); remembers them."""
-        seen, stats = self._seen, self.stats
-        old = seen.old(identities)
-        recent = seen.recent
-        if not old and recent.isdisjoint(identities):
-            # Nothing seen before (the usual page): set operations only, unless the page repeats itself.
-            size = len(recent)
-            recent.update(identities)
-            if len(recent) - size == len(identities):
-                new = list(range(len(identities)))
-            else:
-                first: dict[Hashable, int] = {}
-                for index, identity in enumerate(identities):
-                    first.setdefault(identity, index)
-                new = list(first.values())
-        else:
-            new = []
-            for index, identity in enumerate(identities):
-                if identity in recent or identity in old:
-                    continue
-                seen.add(identity)
-                new.append(index)
-        seen.end_page()
-        stats.duplicates += len(identities) - len(new)
-        stats.kept += len(new)
+    def _new(self, hashes: Any, keys: KeyTable, kind: str) -> Any:
+        """The positions (numpy) of the identities not seen before (nor earlier in the call); remembers them."""
+        new = self._seen.new(hashes, keys, kind)
+        self.stats.duplicates += len(hashes) - len(new)
+        self.stats.kept += len(new)
         return new

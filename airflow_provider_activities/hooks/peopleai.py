@@ -13,6 +13,7 @@ client-side bounds and de-duplication of every record. The rules live in
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -79,6 +80,61 @@ READ_CHUNK_BYTES = 1 << 20  # a page (about 800 KB at 1000 records) in one or tw
 MAX_PASSES = 3  # reads of one query when meta.total keeps moving under it
 BATCH_ROWS = 32_768
 """Records received (in whole pages) per batch a :class:`BatchStream` yields."""
+_END = object()
+
+
+def read_ahead(items: Iterator[T], depth: int, name: str = "peopleai-read-ahead") -> Iterator[T]:
+    """``items``, produced by a thread of their own up to ``depth`` items ahead of the consumer.
+
+    The hook's page generator schedules the next requests only when it is asked for a page, so
+    while the consumer converts and writes a batch no new request would start. Run in its own
+    thread, it keeps ``max_concurrency`` requests in flight meanwhile and parks up to ``depth``
+    finished pages. An exception in the producer is raised to the consumer; when the consumer
+    stops early (an exception, or ``close()``), the producer stops at its next item and closes
+    ``items`` in its own thread (cancelling what it had scheduled), and the consumer waits for it.
+
+    :param items: a generator (it is closed by the producer thread).
+    :param depth: items parked between producer and consumer.
+    :param name: the producer thread's name.
+    """
+    handoff: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: Any, error: BaseException | None = None) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((item, error), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(_END, err)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    producer = threading.Thread(target=produce, name=name, daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
 
 
 def _body_chunks(answer: requests.Response) -> Iterator[bytes]:
@@ -162,9 +218,10 @@ class BatchStream(RecordStream):
     Pages are parsed straight into Arrow columns in the page threads where that gives exactly
     the Python parser's answer (see :mod:`airflow_provider_activities.api.arrow_pages`; the
     connection extra ``arrow_parsing``), and through ``json.loads`` and
-    :class:`~airflow_provider_activities.parquet.RecordConverter` otherwise. Consecutive Arrow
-    pages are bounded and de-duplicated together; the records and their order are the same as
-    page by page. A batch is yielded each time :data:`BATCH_ROWS` records have been received
+    :class:`~airflow_provider_activities.parquet.RecordConverter` otherwise. The pages received
+    since the last batch are bounded and de-duplicated together, in Arrow (hashes in numpy,
+    see :mod:`airflow_provider_activities.api.dedup`); the records and their order are the same
+    as page by page. A batch is yielded each time :data:`BATCH_ROWS` records have been received
     (and at the end), whichever way its pages were parsed: the consumer gets the same batches,
     cut at the same places, with Arrow parsing on or off, so the Parquet files written from
     them are the same bytes. :attr:`arrow_pages` counts the pages Arrow took.
@@ -190,34 +247,26 @@ class BatchStream(RecordStream):
         return self._converter.unknown_fields
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
-        kept: list[pa.RecordBatch] = []  # the group's new records inside the interval, in page order
-        parsed: list[pa.RecordBatch] = []  # Arrow pages not yet bounded and de-duplicated
+        pages: list[pa.RecordBatch] = []  # the group's pages, not yet bounded and de-duplicated
         received = 0
         for page in self._pages:
             if page.batch is not None:
                 self.arrow_pages += 1
-                parsed.append(page.batch)
-            else:  # the Arrow pages before it first, to keep the page order
-                kept += self._filtered(parsed)
-                parsed = []
-                kept.append(self._converter.to_batch(self._query.record_filter.apply(page.records)))
+                pages.append(page.batch)
+            else:
+                pages.append(self._converter.to_batch(page.records))
             received += page.count
             if received >= BATCH_ROWS:
-                kept += self._filtered(parsed)
-                yield from self._non_empty(kept)
-                kept, parsed, received = [], [], 0
-        kept += self._filtered(parsed)
-        yield from self._non_empty(kept)
+                yield from self._filtered(pages)
+                pages, received = [], 0
+        yield from self._filtered(pages)
 
-    def _filtered(self, parsed: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
-        """Arrow pages bounded and de-duplicated together: one batch, or none for no pages."""
-        return [self._query.record_filter.apply_batch(_one_batch(parsed, self.schema))] if parsed else []
-
-    def _non_empty(self, kept: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """``kept`` as one batch, unless it holds no rows."""
-        batch = _one_batch(kept, self.schema)
-        if batch.num_rows:
-            yield batch
+    def _filtered(self, pages: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The new records of ``pages`` inside the interval, as one batch (none when there are none)."""
+        if pages:
+            batch = self._query.record_filter.apply_batch(_one_batch(pages, self.schema))
+            if batch.num_rows:
+                yield batch
 
     def _parse(self, body: bytes) -> Page:
         # At most one parse per CPU at a time: more requests than CPUs may be in flight (they wait
@@ -525,7 +574,7 @@ class PeopleAIHook(BaseHook):
 
     def _stream(self, query: Query) -> RecordStream:
         stream = RecordStream(path=query.path, filters=dict(query.filters), _pages=iter(()), _query=query)
-        stream._pages = self._iter_pages(query, stream)
+        stream._pages = read_ahead(self._iter_pages(query, stream), self._read_ahead_depth)
         return stream
 
     def _batch_stream(self, query: Query, schema: pa.Schema, id_field: str) -> BatchStream:
@@ -538,8 +587,14 @@ class PeopleAIHook(BaseHook):
             id_field=id_field,
             arrow_parsing=self.config.arrow_parsing,
         )
-        stream._pages = self._iter_pages(query, stream)
+        stream._pages = read_ahead(self._iter_pages(query, stream), self._read_ahead_depth)
         return stream
+
+    @property
+    def _read_ahead_depth(self) -> int:
+        """Pages parked for the consumer beyond those in flight: one batch's worth (about 11 MB of
+        activities in Arrow), so that fetching goes on while the consumer writes a batch."""
+        return max(2, -(-BATCH_ROWS // self.config.page_size))
 
     # -- public reads -------------------------------------------------------------------------
 
