@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import chain
@@ -362,6 +363,14 @@ def _glibc_malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM = _glibc_malloc_trim() if sys.platform.startswith("linux") else None
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def release_freed_memory() -> None:
     """Hand memory the process has freed back to the OS (called after each row group).
 
@@ -488,6 +497,7 @@ class _PartitionState:
     buffered: int = 0
     files: list[FileInfo] = field(default_factory=list)
     current: _OpenFile | None = None
+    unsent: list[_OpenFile] = field(default_factory=list)  # finished, not uploaded yet (object stores)
 
 
 class PartitionedParquetWriter:
@@ -610,18 +620,37 @@ class PartitionedParquetWriter:
     def close(self) -> dict[str, list[FileInfo]]:
         """Write what is buffered, finish every file, upload them (object stores).
 
+        The partitions are encoded and their files closed in parallel, one thread per CPU (each
+        file's bytes depend on its own rows only, and Arrow encodes with the GIL released); the
+        uploads then follow one by one, in partition order, stopping at the first failure.
+
         :return: the files of every partition, partitions in sorted order, files in name order.
         """
         self._check_open()
         try:
-            for name in sorted(self._partitions):
+            names = sorted(self._partitions)
+            tails = {name: self._take_rows(self._partitions[name], self._partitions[name].buffered) for name in names}
+            self._local_base()  # the spool, created once before the threads
+
+            def finish(name: str) -> None:
                 state = self._partitions[name]
-                if state.buffered:
-                    self._write_rows(state, state.buffered)
+                if tails[name] is not None:
+                    self._write_table(state, tails[name], upload=False)
                 if state.current is None and not state.files:
                     self._open_file(state)
                 if state.current is not None:
-                    self._finish_file(state)
+                    self._finish_file(state, upload=False)
+
+            workers = min(len(names), usable_cpus())
+            if workers > 1:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peopleai-parquet") as pool:
+                    for _ in pool.map(finish, names):
+                        pass
+            else:
+                for name in names:
+                    finish(name)
+            for name in names:
+                self._upload(self._partitions[name])
         except BaseException:
             self.abort()
             raise
@@ -670,23 +699,35 @@ class PartitionedParquetWriter:
 
     def _write_rows(self, state: _PartitionState, count: int) -> None:
         """Write the first ``count`` buffered rows of ``state`` as row groups (split at file rolls)."""
+        table = self._take_rows(state, count)
+        if table is not None:
+            self._write_table(state, table)
+
+    def _take_rows(self, state: _PartitionState, count: int) -> pa.Table | None:
+        """The first ``count`` buffered rows of ``state``, out of the buffer, as one chunk (``None`` for none)."""
+        if not count:
+            return None
         table = pa.Table.from_batches(state.buffer, schema=self.file_schema)
         head, rest = table.slice(0, count), table.slice(count)
         state.buffer = rest.to_batches() if rest.num_rows else []
         state.buffered -= count
         self._buffered -= count
-        head = head.combine_chunks()  # the bytes then depend on the rows only, not on how batches were cut
+        return head.combine_chunks()  # the bytes then depend on the rows only, not on how batches were cut
+
+    def _write_table(self, state: _PartitionState, table: pa.Table, upload: bool = True) -> None:
+        """Write ``table`` to ``state``'s files as row groups (split at file rolls; ``upload``: see :meth:`_finish_file`)."""
+        count = table.num_rows
         offset = 0
         while offset < count:
             current = state.current or self._open_file(state)
             rows = min(self.max_rows_per_file - current.rows, count - offset)
-            current.writer.write_table(head.slice(offset, rows), row_group_size=rows)
+            current.writer.write_table(table.slice(offset, rows), row_group_size=rows)
             current.stream.flush()
             current.sink.drain()
             current.rows += rows
             offset += rows
             if current.rows >= self.max_rows_per_file:
-                self._finish_file(state)
+                self._finish_file(state, upload=upload)
         release_freed_memory()
 
     def _open_file(self, state: _PartitionState) -> _OpenFile:
@@ -709,20 +750,28 @@ class PartitionedParquetWriter:
         state.current = _OpenFile(name=name, local_path=sink.path, sink=sink, stream=stream, writer=writer)
         return state.current
 
-    def _finish_file(self, state: _PartitionState) -> None:
+    def _finish_file(self, state: _PartitionState, upload: bool = True) -> None:
+        """Close the partition's open file; for object stores upload it, now or (``upload=False``) with :meth:`_upload`."""
         current = state.current
         assert current is not None
         current.writer.close()
         if not current.stream.closed:
             current.stream.close()
         current.sink.close()
-        size = os.path.getsize(current.local_path)
-        if not self._local:
-            target = self.root / state.name / current.name
-            self.root.fs.put_file(current.local_path, target.path)
-            os.remove(current.local_path)
-        state.files.append(FileInfo(name=current.name, rows=current.rows, bytes=size))
+        state.files.append(FileInfo(name=current.name, rows=current.rows, bytes=os.path.getsize(current.local_path)))
         state.current = None
+        if not self._local:
+            state.unsent.append(current)
+            if upload:
+                self._upload(state)
+
+    def _upload(self, state: _PartitionState) -> None:
+        """Upload the partition's finished files, in order, each removed from the spool once sent."""
+        while state.unsent:
+            sent = state.unsent[0]
+            self.root.fs.put_file(sent.local_path, (self.root / state.name / sent.name).path)
+            os.remove(sent.local_path)
+            state.unsent.pop(0)
 
     def _local_base(self) -> str:
         if self._local:

@@ -415,3 +415,18 @@ def test_per_record_fields_are_written_without_dictionary_the_others_with(tmp_pa
     encodings = {metadata.column(i).path_in_schema: metadata.column(i).encodings for i in range(metadata.num_columns)}
     assert "RLE_DICTIONARY" not in encodings["uid"] and "RLE_DICTIONARY" not in encodings["timestamp"]
     assert "RLE_DICTIONARY" in encodings["user_id"] and "RLE_DICTIONARY" in encodings["opportunity_crm_ids.list.element"]
+
+
+def test_partitions_finished_in_parallel_give_the_same_bytes_as_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``close`` encodes the partitions' last row groups in one thread per CPU: the files do not change."""
+    import airflow_provider_activities.parquet as parquet_module
+
+    records = [activity(index, day=index % 3) for index in range(3_000)]
+    runs = {}
+    for cpus in (1, 4):
+        monkeypatch.setattr(parquet_module, "usable_cpus", lambda cpus=cpus: cpus)
+        out = tmp_path / f"cpus-{cpus}"
+        files = write_activities(local(out), records, days=3, row_group_size=400, max_rows_per_file=700)
+        runs[cpus] = (files, digests(out))
+    assert runs[1] == runs[4]
+    assert len(runs[1][0]) == 9 and sum(len(files) > 1 for files in runs[1][0].values()) >= 3  # rolls at close too

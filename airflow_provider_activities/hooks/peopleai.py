@@ -68,7 +68,7 @@ from airflow_provider_activities.api.queries import (
 )
 from airflow_provider_activities.api.records import FilterStats, ms_to_datetime
 from airflow_provider_activities.compat import BaseHook, mask_secret
-from airflow_provider_activities.parquet import RecordConverter
+from airflow_provider_activities.parquet import RecordConverter, usable_cpus
 from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA
 
 T = TypeVar("T")
@@ -239,7 +239,7 @@ class BatchStream(RecordStream):
     def __post_init__(self) -> None:
         self._converter = RecordConverter(self.schema, id_field=self.id_field)
         self._arrow = ArrowPageParser(self.schema, self._query.record_filter.timestamp_fields)
-        self._parsing = threading.BoundedSemaphore(_cpu_count())
+        self._parsing = threading.BoundedSemaphore(usable_cpus())
 
     @property
     def unknown_fields(self) -> set[str]:
@@ -274,14 +274,6 @@ class BatchStream(RecordStream):
         # per page with 10 parses on 2 CPUs).
         with self._parsing:
             return self._arrow(body) if self.arrow_parsing else parse_page(body)
-
-
-def _cpu_count() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _one_batch(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
