@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from airflow_provider_activities.api.records import to_epoch_ms
 from airflow_provider_activities.compat import ObjectStoragePath
-from airflow_provider_activities.schemas import EXTRA_FIELD, PER_RECORD_FIELDS
+from airflow_provider_activities.schemas import EXTRA_FIELD
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -130,12 +130,15 @@ def _to_str(value: Any) -> str | None:
 
 def _to_timestamp(value: Any) -> int | None:
     """Epoch milliseconds: ints are taken as milliseconds, anything else goes through ``to_epoch_ms``."""
-    if value is None or type(value) is int:
-        return value
+    if value is None:
+        return None
     try:
-        return to_epoch_ms(value)
+        moment = value if type(value) is int else to_epoch_ms(value)
     except ValueError as err:
         raise _Unfit(f"not a timestamp: {err}") from None
+    if moment is not None and not _INT64_MIN <= moment <= _INT64_MAX:
+        raise _Unfit("outside the int64 range of epoch milliseconds")
+    return moment
 
 
 def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], list[Any] | None]:
@@ -321,7 +324,7 @@ pyarrow version, so files are byte-identical for the same input and the same pya
 
 
 
-def dictionary_columns(schema: pa.Schema, plain: Iterable[str] = PER_RECORD_FIELDS) -> list[str]:
+def dictionary_columns(schema: pa.Schema, plain: Iterable[str] = ()) -> list[str]:
     """The Parquet leaf columns of ``schema`` that get a dictionary: all but those of ``plain``.
 
     :param schema: the file schema.
@@ -539,6 +542,8 @@ class PartitionedParquetWriter:
     :param max_buffered_rows: cap of the rows buffered across all partitions.
     :param spool_dir: where object-store files are assembled before upload; a new temporary
         directory by default (removed by :meth:`close` and :meth:`abort`).
+    :param plain_columns: top-level columns written without a dictionary (values unique to each
+        record, such as identifiers); every other column gets one.
     """
 
     def __init__(
@@ -550,6 +555,7 @@ class PartitionedParquetWriter:
         max_rows_per_file: int = DEFAULT_MAX_ROWS_PER_FILE,
         max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
         spool_dir: str | None = None,
+        plain_columns: Iterable[str] = (),
     ) -> None:
         for name, value in (
             ("row_group_size", row_group_size),
@@ -564,7 +570,7 @@ class PartitionedParquetWriter:
         self.row_group_size = row_group_size
         self.max_rows_per_file = max_rows_per_file
         self.max_buffered_rows = max_buffered_rows
-        self._dictionary_columns = dictionary_columns(file_schema)
+        self._dictionary_columns = dictionary_columns(file_schema, plain_columns)
         self._local = (root.protocol or "file") in ("file", "local")
         self._spool_dir = spool_dir
         self._spool: tempfile.TemporaryDirectory[str] | None = None

@@ -58,7 +58,7 @@ from airflow_provider_activities.api.records import (
     RecordFilter,
     datetime_to_ms,
 )
-from airflow_provider_activities.parquet import PartitionedParquetWriter, RecordConverter
+from airflow_provider_activities.parquet import PartitionedParquetWriter, RecordConverter, SchemaMismatchError
 from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, EXTRA_FIELD, PARTICIPANT_SCHEMA
 from airflow_provider_activities.testing.sandbox import Sandbox
 from tests.test_operators import (  # noqa: F401 - _execute_outside_the_task_runner is an autouse fixture
@@ -1343,6 +1343,36 @@ def test_batch_stream_with_two_empty_arrow_pages_in_a_row() -> None:
     assert expected.num_rows == 1
     table, stats, _ = stream_output([declined, empty, empty], arrow=True)
     assert table.equals(expected) and stats == expected_stats
+
+
+def test_records_outside_the_interval_are_dropped_whatever_their_values() -> None:
+    """The API may ignore the day filter: records outside the interval never reach the converter,
+    so a value that would not fit (or a field the schema does not know) on them fails nothing."""
+    outside = NOV_1_MS - 1
+    page = envelope(
+        [
+            full_activity(0),
+            full_activity(1, timestamp=outside, duration="not a number"),
+            full_activity(2, timestamp=outside, created_at=10**20),
+            full_activity(3, timestamp=outside, brand_new_field=1),
+        ]
+    )
+    for arrow in (True, False):
+        query = activities_query(START, START + DAY)
+        stream = hook_module.BatchStream(
+            path=query.path, filters=dict(query.filters), _pages=iter(()), _query=query,
+            schema=ACTIVITY_SCHEMA, id_field="uid", arrow_parsing=arrow,
+        )
+        stream._pages = iter([stream._parse(page)])
+        table = pa.Table.from_batches(list(stream), schema=ACTIVITY_SCHEMA)
+        assert table.column("uid").to_pylist() == [full_activity(0)["uid"]]
+        assert (stream.stats.seen, stream.stats.kept, stream.stats.outside) == (4, 1, 3)
+        assert stream.unknown_fields == set()
+
+
+def test_a_timestamp_beyond_int64_names_its_field() -> None:
+    with pytest.raises(SchemaMismatchError, match="created_at.*int64 range"):
+        RecordConverter(ACTIVITY_SCHEMA).to_batch([full_activity(0, created_at=10**20)])
 
 
 # ============================================================================================

@@ -617,7 +617,41 @@ class TestReadAhead:
         for number in items:
             if number == 5:
                 break
-        items.close()  # what a for loop's generator gets when its consumer fails or returns
+        items.close()  # what the streams do when their loop ends, fails or is left
         assert log[-1] == "closed in stopped"  # closed by the producer thread, before close() returned
         assert sum(entry.startswith("made") for entry in log) < 20
         assert threading.active_count() == before
+
+    @pytest.mark.parametrize("how", ["break", "raise"])
+    @pytest.mark.parametrize("kind", ["batches", "dicts"])
+    def test_leaving_a_stream_loop_stops_its_requests(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, how: str, kind: str) -> None:
+        """No ``close()`` call: leaving the loop (``break`` or an exception in its body) stops the
+        read-ahead thread and its page threads, and no request is sent afterwards."""
+        import gc
+        import threading
+        import time
+
+        from airflow_provider_activities.hooks import peopleai as hook_module
+
+        monkeypatch.setattr(hook_module, "BATCH_ROWS", 30)  # a batch every 3 pages
+        hook = connect(monkeypatch, sandbox, page_size=10, max_concurrency=3)
+        end = START + timedelta(days=6)
+        stream = hook.stream_activity_batches(START, end) if kind == "batches" else hook.stream_activities(START, end)
+
+        def consume() -> None:
+            for _ in stream:
+                if how == "raise":
+                    raise RuntimeError("the writer failed")
+                break
+
+        if how == "raise":
+            with pytest.raises(RuntimeError, match="the writer failed"):
+                consume()
+        else:
+            consume()
+        gc.collect()
+        sent = len(data_requests(sandbox))
+        time.sleep(0.3)
+        assert len(data_requests(sandbox)) == sent < pages_for(sandbox, START, end, 10)
+        assert not [t.name for t in threading.enumerate() if t.name.startswith(("peopleai-read-ahead", "peopleai-page"))]
+        hook.close()

@@ -25,7 +25,8 @@ from airflow_provider_activities.partitioning import plan_partitions
 from airflow_provider_activities.schemas import (
     ACTIVITY_SCHEMA,
     PARTICIPANT_SCHEMA,
-    PER_RECORD_FIELDS,
+    ACTIVITY_PER_RECORD_FIELDS,
+    RAW_ACTIVITY_PER_RECORD_FIELDS,
     RAW_ACTIVITY_SCHEMA,
     file_schema,
 )
@@ -398,18 +399,23 @@ def test_writer_on_s3_uploads_complete_files_and_leaves_no_spool(
     assert remote == (tmp_path / "local" / partition / infos[-1].name).read_bytes()
 
 
-@pytest.mark.parametrize("schema", [ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA, RAW_ACTIVITY_SCHEMA], ids=["activities", "participants", "raw"])
-def test_dictionary_columns_name_the_parquet_leaves_of_every_other_field(schema: pa.Schema, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "schema, plain",
+    [(ACTIVITY_SCHEMA, ACTIVITY_PER_RECORD_FIELDS), (PARTICIPANT_SCHEMA, frozenset()), (RAW_ACTIVITY_SCHEMA, RAW_ACTIVITY_PER_RECORD_FIELDS)],
+    ids=["activities", "participants", "raw"],
+)
+def test_dictionary_columns_name_the_parquet_leaves_of_every_other_field(schema: pa.Schema, plain: frozenset[str], tmp_path: Path) -> None:
+    assert plain <= set(schema.names)
     pq.write_table(pa.Table.from_pylist([], schema=schema), tmp_path / "empty.parquet")
     leaves = [column.path for column in pq.ParquetFile(tmp_path / "empty.parquet").schema]
-    kept = [leaf for leaf in leaves if leaf.split(".")[0] not in PER_RECORD_FIELDS]
-    assert dictionary_columns(schema) == kept and len(kept) < len(leaves)
+    kept = [leaf for leaf in leaves if leaf.split(".")[0] not in plain]
+    assert dictionary_columns(schema, plain) == kept and len(kept) == len(leaves) - len(plain)
 
 
 def test_per_record_fields_are_written_without_dictionary_the_others_with(tmp_path: Path) -> None:
     """Identifiers and millisecond timestamps (unique per record) gain nothing from a dictionary."""
     records = [activity(index, opportunity_crm_ids=["006A", "006B"]) for index in range(2_000)]
-    write_activities(local(tmp_path), records, days=1)
+    write_activities(local(tmp_path), records, days=1, plain_columns=ACTIVITY_PER_RECORD_FIELDS)
     path = next(tmp_path.rglob("activity_type=email/*/part-00000.parquet"))
     metadata = pq.ParquetFile(path).metadata.row_group(0)
     encodings = {metadata.column(i).path_in_schema: metadata.column(i).encodings for i in range(metadata.num_columns)}

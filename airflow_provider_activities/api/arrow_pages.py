@@ -30,8 +30,9 @@ declined, and the page goes the Python way, which keeps every rule and every err
 all lack one field of the schema than for the same page read with a schema without it. After
 the first page it reads, the parser leaves out the fields that no record of that page had
 (their columns were all null and their quoted names do not occur in the body); they come out
-as null columns. A later page that has one of them fails that read (an unexpected field), and
-is read again with every field; the parser then reads every page with every field.
+as null columns. A later page that fails a read with fields left out (one of them is back, or
+the page would be declined anyway) is read again with every field, and from then on every page
+is read with every field.
 
 Arrow's reader refuses on its own a value of another type, an integer outside int64, a key
 given twice in one object or a lone surrogate escape; a declined page costs one failed parse
@@ -43,6 +44,7 @@ refuses with a clear error) cannot exhaust its stack.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -89,7 +91,8 @@ class ArrowPageParser:
         self._left_out: tuple[frozenset[str], pa_json.ParseOptions] | None = None
         """The fields left out of the reads, and the options that leave them out; ``None``: none
         yet (before the first page) or never again (after a page that had one)."""
-        self._learned = False
+        self._learned = False  # the first page with records was seen (or a read failed): no more learning
+        self._state_lock = threading.Lock()  # page threads parse at the same time
 
     def _parse_options(self, left_out: frozenset[str]) -> pa_json.ParseOptions:
         wire = pa.struct([field for field in self._wire_fields if field.name not in left_out])
@@ -116,7 +119,8 @@ class ArrowPageParser:
         table = self._read(body, left_out[1]) if left_out is not None else None
         if table is None:
             if left_out is not None:
-                self._left_out = None  # a page had a field left out: read every field from now on
+                with self._state_lock:  # this page fails with fields left out: read every field from now on
+                    self._left_out, self._learned = None, True
             table = self._read(body, self._every_field)
             if table is not None and not self._learned:
                 self._learn(table, body)
@@ -157,15 +161,17 @@ class ArrowPageParser:
         data = table.column("data")
         if data.num_chunks != 1 or data.null_count or not len(data.chunk(0).values):
             return  # no records to learn from: the next page
-        self._learned = True
         records = data.chunk(0).values
         names = frozenset(
             field.name
             for index, field in enumerate(records.type)
             if records.field(index).null_count == len(records) and b'"' + field.name.encode() + b'"' not in body
         )
-        if names:
-            self._left_out = (names, self._parse_options(names))
+        with self._state_lock:
+            if not self._learned:
+                self._learned = True
+                if names:
+                    self._left_out = (names, self._parse_options(names))
 
     def _to_batch(self, records: pa.StructArray) -> pa.RecordBatch:
         columns = dict(zip((field.name for field in records.type), records.flatten()))  # offsets applied

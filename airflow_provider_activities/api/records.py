@@ -192,8 +192,8 @@ class RecordFilter:
         when a deployment does not send ``ingested_at``).
     :param batch_key: the same identity for the rows of a ``pa.RecordBatch`` (for :meth:`apply_batch`).
 
-    One filter takes either dicts (:meth:`apply`) or batches (:meth:`apply_batch`), not both:
-    the two hash identities differently.
+    One filter de-duplicates either dicts (:meth:`apply`) or batches (:meth:`apply_batch`,
+    :meth:`dedupe_batch`), not both: the two hash identities differently.
     """
 
     time_field: str
@@ -208,6 +208,14 @@ class RecordFilter:
 
     def apply(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """The records of one page that are new and inside the interval, timestamps normalised."""
+        inside = self.bound(records)
+        identities = [self.key(record) for record in inside]
+        new = self._new(python_hashes(identities), ListKeys(identities), "python")
+        return inside if len(new) == len(inside) else [inside[index] for index in new.tolist()]
+
+    def bound(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records of one page inside the interval, timestamps normalised; not de-duplicated
+        (:meth:`apply` does both; :meth:`dedupe_batch` de-duplicates them once converted)."""
         inside: list[dict[str, Any]] = []
         stats = self.stats
         start_ms, end_ms, time_field, fallback = self.start_ms, self.end_ms, self.time_field, self.fallback_time_field
@@ -224,16 +232,13 @@ class RecordFilter:
                 stats.outside += 1
                 continue
             inside.append(record)
-        identities = [self.key(record) for record in inside]
-        new = self._new(python_hashes(identities), ListKeys(identities), "python")
-        return inside if len(new) == len(inside) else [inside[index] for index in new.tolist()]
+        return inside
 
     def apply_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """:meth:`apply` for a page parsed into Arrow: its rows that are new and inside the interval.
 
         :param batch: a page's records, timestamp columns as ``timestamp[ms]``.
         """
-        assert self.batch_key is not None, "apply_batch needs a batch_key"
         stats = self.stats
         stats.seen += batch.num_rows
         moment = pc.cast(batch.column(self.time_field), pa.int64())
@@ -247,6 +252,15 @@ class RecordFilter:
             kept = batch.filter(inside)
             stats.outside += batch.num_rows - kept.num_rows
             batch = kept
+        return self.dedupe_batch(batch)
+
+    def dedupe_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The rows of ``batch`` whose identity was not seen before (nor earlier in it); remembers them.
+
+        For rows already bounded: :meth:`apply_batch`'s second half, or :meth:`bound`'s records
+        once converted to Arrow.
+        """
+        assert self.batch_key is not None, "dedupe_batch needs a batch_key"
         columns = self.batch_key.columns(batch)
         new = self._new(batch_hashes(columns.columns), ArrowKeys(columns, self.batch_key.identities), "arrow")
         return batch if len(new) == batch.num_rows else batch.take(pa.array(new, type=pa.int64()))

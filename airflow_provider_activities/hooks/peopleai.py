@@ -89,9 +89,10 @@ def read_ahead(items: Iterator[T], depth: int, name: str = "peopleai-read-ahead"
     The hook's page generator schedules the next requests only when it is asked for a page, so
     while the consumer converts and writes a batch no new request would start. Run in its own
     thread, it keeps ``max_concurrency`` requests in flight meanwhile and parks up to ``depth``
-    finished pages. An exception in the producer is raised to the consumer; when the consumer
-    stops early (an exception, or ``close()``), the producer stops at its next item and closes
-    ``items`` in its own thread (cancelling what it had scheduled), and the consumer waits for it.
+    finished pages. An exception in the producer is raised to the consumer. Closing this
+    generator (the streams do when their loop ends, fails or is left) stops the producer at its
+    next item; it closes ``items`` in its own thread (cancelling what it had scheduled, waiting
+    for the requests in flight), and the close waits for it.
 
     :param items: a generator (it is closed by the producer thread).
     :param depth: items parked between producer and consumer.
@@ -134,7 +135,8 @@ def read_ahead(items: Iterator[T], depth: int, name: str = "peopleai-read-ahead"
             yield item
     finally:
         stop.set()
-        producer.join()
+        if threading.current_thread() is not producer:  # (garbage collection may close this in the producer)
+            producer.join()
 
 
 def _body_chunks(answer: requests.Response) -> Iterator[bytes]:
@@ -201,10 +203,20 @@ class RecordStream:
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
         record_filter = self._query.record_filter
-        for page in self._pages:
-            kept = record_filter.apply(page.records)
-            if kept:
-                yield kept
+        try:
+            for page in self._pages:
+                kept = record_filter.apply(page.records)
+                if kept:
+                    yield kept
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the read: the requests in flight are waited for, no new one starts (iterating to
+        the end, or leaving the loop early, closes the stream too)."""
+        close = getattr(self._pages, "close", None)
+        if close is not None:
+            close()
 
     def _parse(self, body: bytes) -> Page:
         """A page body as the stream wants it (called in a page thread)."""
@@ -218,10 +230,11 @@ class BatchStream(RecordStream):
     Pages are parsed straight into Arrow columns in the page threads where that gives exactly
     the Python parser's answer (see :mod:`airflow_provider_activities.api.arrow_pages`; the
     connection extra ``arrow_parsing``), and through ``json.loads`` and
-    :class:`~airflow_provider_activities.parquet.RecordConverter` otherwise. The pages received
-    since the last batch are bounded and de-duplicated together, in Arrow (hashes in numpy,
-    see :mod:`airflow_provider_activities.api.dedup`); the records and their order are the same
-    as page by page. A batch is yielded each time :data:`BATCH_ROWS` records have been received
+    :class:`~airflow_provider_activities.parquet.RecordConverter` otherwise (bounded to the
+    interval before they are converted). Consecutive Arrow pages are bounded and de-duplicated
+    together; de-duplication is in Arrow for both kinds of pages (hashes in numpy, see
+    :mod:`airflow_provider_activities.api.dedup`). The records and their order are the same as
+    page by page. A batch is yielded each time :data:`BATCH_ROWS` records have been received
     (and at the end), whichever way its pages were parsed: the consumer gets the same batches,
     cut at the same places, with Arrow parsing on or off, so the Parquet files written from
     them are the same bytes. :attr:`arrow_pages` counts the pages Arrow took.
@@ -247,26 +260,41 @@ class BatchStream(RecordStream):
         return self._converter.unknown_fields
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
-        pages: list[pa.RecordBatch] = []  # the group's pages, not yet bounded and de-duplicated
+        record_filter = self._query.record_filter
+        kept: list[pa.RecordBatch] = []  # the group's new records inside the interval, in page order
+        parsed: list[pa.RecordBatch] = []  # Arrow pages not yet bounded and de-duplicated
         received = 0
-        for page in self._pages:
-            if page.batch is not None:
-                self.arrow_pages += 1
-                pages.append(page.batch)
-            else:
-                pages.append(self._converter.to_batch(page.records))
-            received += page.count
-            if received >= BATCH_ROWS:
-                yield from self._filtered(pages)
-                pages, received = [], 0
-        yield from self._filtered(pages)
+        try:
+            for page in self._pages:
+                if page.batch is not None:
+                    self.arrow_pages += 1
+                    parsed.append(page.batch)
+                else:  # the Arrow pages before it first, to keep the page order
+                    kept += self._filtered(parsed)
+                    parsed = []
+                    # Bounded before it is converted: a record outside the interval is dropped
+                    # whatever its values, as on the dict path.
+                    inside = self._converter.to_batch(record_filter.bound(page.records))
+                    kept.append(record_filter.dedupe_batch(inside))
+                received += page.count
+                if received >= BATCH_ROWS:
+                    kept += self._filtered(parsed)
+                    yield from self._non_empty(kept)
+                    kept, parsed, received = [], [], 0
+            kept += self._filtered(parsed)
+            yield from self._non_empty(kept)
+        finally:
+            self.close()
 
-    def _filtered(self, pages: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """The new records of ``pages`` inside the interval, as one batch (none when there are none)."""
-        if pages:
-            batch = self._query.record_filter.apply_batch(_one_batch(pages, self.schema))
-            if batch.num_rows:
-                yield batch
+    def _filtered(self, parsed: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+        """Arrow pages bounded and de-duplicated together: one batch, or none for no pages."""
+        return [self._query.record_filter.apply_batch(_one_batch(parsed, self.schema))] if parsed else []
+
+    def _non_empty(self, kept: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """``kept`` as one batch, unless it holds no rows."""
+        batch = _one_batch(kept, self.schema)
+        if batch.num_rows:
+            yield batch
 
     def _parse(self, body: bytes) -> Page:
         # At most one parse per CPU at a time: more requests than CPUs may be in flight (they wait
@@ -566,7 +594,8 @@ class PeopleAIHook(BaseHook):
 
     def _stream(self, query: Query) -> RecordStream:
         stream = RecordStream(path=query.path, filters=dict(query.filters), _pages=iter(()), _query=query)
-        stream._pages = read_ahead(self._iter_pages(query, stream), self._read_ahead_depth)
+        # Pages of dicts take about 1.7 MB per 1000 records: park no more than are in flight.
+        stream._pages = read_ahead(self._iter_pages(query, stream), self.config.max_concurrency)
         return stream
 
     def _batch_stream(self, query: Query, schema: pa.Schema, id_field: str) -> BatchStream:
@@ -579,14 +608,10 @@ class PeopleAIHook(BaseHook):
             id_field=id_field,
             arrow_parsing=self.config.arrow_parsing,
         )
-        stream._pages = read_ahead(self._iter_pages(query, stream), self._read_ahead_depth)
+        # One batch's worth of pages parked (about 11 MB of activities parsed into Arrow), so that
+        # fetching goes on while the consumer converts and writes the previous batch.
+        stream._pages = read_ahead(self._iter_pages(query, stream), max(2, -(-BATCH_ROWS // self.config.page_size)))
         return stream
-
-    @property
-    def _read_ahead_depth(self) -> int:
-        """Pages parked for the consumer beyond those in flight: one batch's worth (about 11 MB of
-        activities in Arrow), so that fetching goes on while the consumer writes a batch."""
-        return max(2, -(-BATCH_ROWS // self.config.page_size))
 
     # -- public reads -------------------------------------------------------------------------
 

@@ -60,9 +60,11 @@ from airflow_provider_activities.partitioning import OTHER_TYPE, PartitionPlan, 
 from airflow_provider_activities.publish import discard_staging, new_staging_root, publish
 from airflow_provider_activities.raw_export import RawExportBuffer
 from airflow_provider_activities.schemas import (
+    ACTIVITY_PER_RECORD_FIELDS,
     ACTIVITY_SCHEMA,
     EXTRA_FIELD,
     PARTICIPANT_SCHEMA,
+    RAW_ACTIVITY_PER_RECORD_FIELDS,
     RAW_ACTIVITY_SCHEMA,
     file_schema,
 )
@@ -119,6 +121,8 @@ class _PeopleAIToParquetOperator(BaseOperator):
     schema: ClassVar[pa.Schema]
     time_column: ClassVar[str]
     type_column: ClassVar[str | None] = None
+    plain_columns: ClassVar[frozenset[str]] = frozenset()
+    """Columns written without a Parquet dictionary: values unique to each record."""
 
     template_fields: Sequence[str] = ("output_path", "start", "end", "peopleai_conn_id", "output_conn_id")
     ui_color = "#e8f4fd"
@@ -217,6 +221,7 @@ class _PeopleAIToParquetOperator(BaseOperator):
                     writer.ensure_partition(partition)
                 files = writer.close()
         finally:
+            stream.close()  # stops the read-ahead, if the loop did not finish
             hook.close()
         if stream.unknown_fields:
             self.log.warning(
@@ -257,7 +262,12 @@ class _PeopleAIToParquetOperator(BaseOperator):
         :param sizes: row-group and buffer sizes for the writer (its defaults otherwise).
         """
         writer = PartitionedParquetWriter(
-            staging, schema, compression=self.compression, max_rows_per_file=self.max_rows_per_file, **sizes
+            staging,
+            schema,
+            compression=self.compression,
+            max_rows_per_file=self.max_rows_per_file,
+            plain_columns=self.plain_columns,
+            **sizes,
         )
         try:
             yield writer
@@ -398,6 +408,7 @@ class PeopleAIActivitiesToParquetOperator(_PeopleAIToParquetOperator):
     dataset = "activities"
     schema = ACTIVITY_SCHEMA
     time_column = "timestamp"
+    plain_columns = ACTIVITY_PER_RECORD_FIELDS
     type_column = "activity_type"
     template_fields: Sequence[str] = (*_PeopleAIToParquetOperator.template_fields, "activity_type")
 
@@ -588,6 +599,7 @@ class PeopleAIExportActivitiesToParquetOperator(_PeopleAIToParquetOperator):
     dataset = "raw_activities"
     schema = RAW_ACTIVITY_SCHEMA
     time_column = "timestamp"
+    plain_columns = RAW_ACTIVITY_PER_RECORD_FIELDS
 
     def __init__(
         self,
