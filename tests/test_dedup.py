@@ -176,13 +176,13 @@ class TestSeenKeys:
             seen.new(np.zeros(1, dtype=np.uint64), _arrow_keys(["a"]), "arrow")
 
     def test_memory_holds_hashes_and_ids_not_identities(self) -> None:
-        """Spilled blocks are on disk; in memory: 16 bytes per identity plus the unspilled block."""
+        """Spilled blocks are on disk; in memory: 12 bytes per identity plus the unspilled block."""
         seen = SeenKeys(block_size=1_000)
         for start in range(0, 20_000, 500):
             values = [f"identity-{n:08d}" for n in range(start, start + 500)]
             keys = _arrow_keys(values)
             seen.new(batch_hashes(ACTIVITY_BATCH_KEY.columns(keys.batch).columns), keys, "arrow")
         assert len(seen) == 20_000 and len(seen._blocks) == 20
-        assert sum(run.hashes.nbytes + run.ids.nbytes for run in seen._runs) == 16 * 20_000
+        assert sum(run.hashes.nbytes + run.ids.nbytes for run in seen._runs) == 12 * 20_000
         assert sum(len(table) for table in seen._pending) < 1_000
         seen.close()
