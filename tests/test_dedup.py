@@ -125,6 +125,16 @@ def _arrow_keys(values: list[Any]) -> ArrowKeys:
     return ArrowKeys(pa.RecordBatch.from_pydict({"uid": pa.array(values, pa.string())}), activity_keys)
 
 
+def _first_unseen(values: list[Any], reference: set[Any]) -> list[int]:
+    """What a set says: the positions of the values not in ``reference`` (nor earlier); adds them."""
+    positions = []
+    for index, value in enumerate(values):
+        if value not in reference:
+            reference.add(value)
+            positions.append(index)
+    return positions
+
+
 class TestSeenKeys:
     @pytest.mark.parametrize("block_size", [1, 4, 65_536])
     @pytest.mark.parametrize("kind", ["arrow", "python"])
@@ -136,12 +146,7 @@ class TestSeenKeys:
             values = [f"{rng.choice('abcdef')}{rng.randint(0, 5)}" if rng.random() < 0.9 else None for _ in range(rng.randint(0, 8))]
             keys = _arrow_keys(values) if kind == "arrow" else ListKeys(list(values))
             new = seen.new(np.zeros(len(values), dtype=np.uint64), keys, kind).tolist()
-            expected = []
-            for index, value in enumerate(values):
-                if value not in reference:
-                    reference.add(value)
-                    expected.append(index)
-            assert new == expected
+            assert new == _first_unseen(values, reference)
         assert len(seen) == len(reference)
 
     @pytest.mark.parametrize("block_size", [3, 65_536])
@@ -153,12 +158,7 @@ class TestSeenKeys:
             values = [rng.choice(pool) for _ in range(rng.randint(0, 200))]
             keys = _arrow_keys(values)
             new = seen.new(batch_hashes(ACTIVITY_BATCH_KEY.columns(keys.batch).columns), keys, "arrow").tolist()
-            expected = []
-            for index, value in enumerate(values):
-                if value not in reference:
-                    reference.add(value)
-                    expected.append(index)
-            assert new == expected
+            assert new == _first_unseen(values, reference)
         assert len(seen._runs) < 12  # merged runs: about log2 of the calls
         assert len(seen) == len(reference)
 
