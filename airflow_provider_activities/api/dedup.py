@@ -228,9 +228,7 @@ class ArrowKeys(KeyTable):
         first = tables[0]
         assert isinstance(first, ArrowKeys)
         batches = [table.batch for table in tables if isinstance(table, ArrowKeys)]
-        combined = pa.Table.from_batches(batches, schema=first.batch.schema).combine_chunks()
-        batch = combined.to_batches()[0] if combined.num_rows else first.batch
-        return ArrowKeys(batch, first.to_identities)
+        return ArrowKeys(pa.concat_batches(batches), first.to_identities)
 
 
 # ============================================================================================

@@ -306,10 +306,9 @@ class BatchStream(RecordStream):
 
 def _one_batch(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
     """``batches`` (of ``schema``) as one batch; an empty one for none."""
-    if len(batches) == 1:
-        return batches[0]
-    table = pa.Table.from_batches(batches, schema=schema).combine_chunks()
-    return table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=schema)
+    if not batches:
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
 
 
 def _read_capped(answer: requests.Response, cap: int) -> bytes:
