@@ -15,6 +15,7 @@ from airflow_provider_activities.api.protocol import ACTIVITIES_PATH, page_reque
 from airflow_provider_activities.hooks.peopleai import IngestCount, PeopleAIHook
 from airflow_provider_activities.hooks.peopleai_async import PeopleAIAsyncHook
 from airflow_provider_activities.testing.sandbox import Sandbox
+from tests.test_hook import _ForwardProxy, env_proxy  # noqa: F401 - env_proxy is a fixture
 
 T = TypeVar("T")
 UTC = timezone.utc
@@ -284,20 +285,13 @@ def test_hooks_of_one_process_on_the_same_credentials_share_one_token(sandbox: S
 
 
 class TestEnvironment:
-    def test_env_proxy_is_used_like_the_sync_hook(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-        from tests.test_hook import _ForwardProxy
-
-        proxy = _ForwardProxy()
-        try:
-            for name in ("NO_PROXY", "no_proxy"):
-                monkeypatch.delenv(name, raising=False)
-            monkeypatch.setenv("HTTP_PROXY", proxy.url)
-            end = START + timedelta(days=2)
-            assert async_count(START, end) == truth(sandbox, START, end)
-            assert proxy.forwarded and len(proxy.forwarded) == len(sandbox.requests)
-            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-            forwarded = len(proxy.forwarded)
-            assert async_count(START, end) == truth(sandbox, START, end)
-            assert len(proxy.forwarded) == forwarded
-        finally:
-            proxy.stop()
+    def test_env_proxy_is_used_like_the_sync_hook(
+        self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, env_proxy: _ForwardProxy
+    ) -> None:
+        end = START + timedelta(days=2)
+        assert async_count(START, end) == truth(sandbox, START, end)
+        assert env_proxy.forwarded and len(env_proxy.forwarded) == len(sandbox.requests)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        forwarded = len(env_proxy.forwarded)
+        assert async_count(START, end) == truth(sandbox, START, end)
+        assert len(env_proxy.forwarded) == forwarded

@@ -469,27 +469,35 @@ class _ForwardProxy:
         self.server.server_close()
 
 
+@pytest.fixture
+def env_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[_ForwardProxy]:
+    """A :class:`_ForwardProxy` named by ``HTTP_PROXY``, with ``NO_PROXY`` unset."""
+    proxy = _ForwardProxy()
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
 class TestEnvironment:
     """The hook reads proxies from the environment once per origin (not per request) and never ~/.netrc."""
 
-    def test_env_proxy_is_used_and_netrc_is_not(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-        proxy = _ForwardProxy()
-        try:
-            netrc = tmp_path / "netrc"
-            netrc.write_text("machine 127.0.0.1 login netrc-user password netrc-password\n")
-            netrc.chmod(0o600)
-            monkeypatch.setenv("NETRC", str(netrc))
-            for name in ("NO_PROXY", "no_proxy"):
-                monkeypatch.delenv(name, raising=False)
-            monkeypatch.setenv("HTTP_PROXY", proxy.url)
-            hook = connect(monkeypatch, sandbox)
-            end = START + timedelta(days=1)
-            assert uids(list(hook.iter_activities(START, end))) == uids(sandbox.expected_activities(START, end))
-            paths = [path for path, _ in proxy.forwarded]
-            assert TOKEN_PATH in paths and len(paths) == len(sandbox.requests)
-            assert all(auth is None or auth.startswith("Bearer ") for path, auth in proxy.forwarded if path != TOKEN_PATH)
-        finally:
-            proxy.stop()
+    def test_env_proxy_is_used_and_netrc_is_not(
+        self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, env_proxy: _ForwardProxy
+    ) -> None:
+        netrc = tmp_path / "netrc"
+        netrc.write_text("machine 127.0.0.1 login netrc-user password netrc-password\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        hook = connect(monkeypatch, sandbox)
+        end = START + timedelta(days=1)
+        assert uids(list(hook.iter_activities(START, end))) == uids(sandbox.expected_activities(START, end))
+        paths = [path for path, _ in env_proxy.forwarded]
+        assert TOKEN_PATH in paths and len(paths) == len(sandbox.requests)
+        assert all(auth is None or auth.startswith("Bearer ") for path, auth in env_proxy.forwarded if path != TOKEN_PATH)
 
     def test_no_proxy_bypasses_it(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
         proxy = _ForwardProxy()
@@ -534,20 +542,15 @@ class TestSessionEnvironment:
         assert session.merge_environment_settings("https://api.people.ai/x", {}, None, None, None)["verify"] is False
         assert session.merge_environment_settings("https://api.people.ai/x", {}, None, False, None)["verify"] is False
 
-    def test_get_conn_used_directly_goes_through_the_env_proxy(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-        proxy = _ForwardProxy()
-        try:
-            for name in ("NO_PROXY", "no_proxy"):
-                monkeypatch.delenv(name, raising=False)
-            monkeypatch.setenv("HTTP_PROXY", proxy.url)
-            hook = connect(monkeypatch, sandbox)
-            answer = hook.get_conn().post(
-                sandbox.base_url + TOKEN_PATH,
-                data={"grant_type": "client_credentials", "client_id": sandbox.client_id, "client_secret": SECRET},
-            )
-            assert answer.status_code == 200 and [path for path, _ in proxy.forwarded] == [TOKEN_PATH]
-        finally:
-            proxy.stop()
+    def test_get_conn_used_directly_goes_through_the_env_proxy(
+        self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, env_proxy: _ForwardProxy
+    ) -> None:
+        hook = connect(monkeypatch, sandbox)
+        answer = hook.get_conn().post(
+            sandbox.base_url + TOKEN_PATH,
+            data={"grant_type": "client_credentials", "client_id": sandbox.client_id, "client_secret": SECRET},
+        )
+        assert answer.status_code == 200 and [path for path, _ in env_proxy.forwarded] == [TOKEN_PATH]
 
     def test_async_hook_takes_a_proxy_without_a_scheme(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from airflow_provider_activities.api.config import EnvironmentProxies
