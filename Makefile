@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/python -m uv
 PYTEST_ARGS ?=
 
-.PHONY: install install-test test demo docs bench clean
+.PHONY: install install-test test lint demo docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(UV) pip install --quiet --python $(BIN)/python -e ".[test,bench]"
 	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-lint: pyproject.toml | $(BIN)/python
+	$(UV) pip install --quiet --python $(BIN)/python -e ".[test,lint]"
+	touch $@
 
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
 	$(UV) pip install --quiet --python $(BIN)/python -e ".[docs]"
@@ -33,6 +37,11 @@ install-test: $(VENV)/.installed-test
 
 test: install-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# ruff and mypy, configured in pyproject.toml.
+lint: $(VENV)/.installed-lint
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m mypy
 
 demo: install
 	$(BIN)/python scripts/demo.py
