@@ -11,8 +11,10 @@ from airflow_provider_activities.api.pagination import PagePlan
 from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache, shared_rate_limiter
 from airflow_provider_activities.api.protocol import day_filters, parse_error, parse_page
 from airflow_provider_activities.api.errors import InvalidResponseError
-from airflow_provider_activities.api.dedup import SeenKeys
-from airflow_provider_activities.api.records import RecordFilter, activity_key, participant_key, to_epoch_ms
+from airflow_provider_activities.records.dedup import SeenKeys
+from airflow_provider_activities.api.queries import activity_key
+from airflow_provider_activities.api.validation import to_epoch_ms
+from airflow_provider_activities.records.filters import RecordFilter, participant_key
 from airflow_provider_activities.api.validation import check_interval
 
 UTC = timezone.utc

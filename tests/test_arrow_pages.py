@@ -39,9 +39,10 @@ import pyarrow as pa
 import pytest
 from airflow.sdk.bases.operator import ExecutorSafeguard
 
+import airflow_provider_activities.hooks._streams as streams_module
 import airflow_provider_activities.hooks.peopleai as hook_module
-import airflow_provider_activities.operators.peopleai as operator_module
-from airflow_provider_activities.api.arrow_pages import ArrowPageParser
+import airflow_provider_activities.operators._run as operator_module
+from airflow_provider_activities.records.arrow_pages import ArrowPageParser
 from airflow_provider_activities.api.protocol import (
     ACTIVITIES_PATH,
     PARTICIPANTS_PATH,
@@ -50,16 +51,14 @@ from airflow_provider_activities.api.protocol import (
     page_request,
     parse_page,
 )
-from airflow_provider_activities.api.dedup import SeenKeys
+from airflow_provider_activities.records.dedup import SeenKeys
 from airflow_provider_activities.api.queries import activities_query, ingested_query, participants_query
-from airflow_provider_activities.api.records import (
-    ACTIVITY_TIMESTAMP_FIELDS,
-    PARTICIPANT_TIMESTAMP_FIELDS,
-    RecordFilter,
-    datetime_to_ms,
-)
-from airflow_provider_activities.parquet import PartitionedParquetWriter, RecordConverter, SchemaMismatchError
-from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, EXTRA_FIELD, PARTICIPANT_SCHEMA
+from airflow_provider_activities.api.protocol import ACTIVITY_TIMESTAMP_FIELDS, PARTICIPANT_TIMESTAMP_FIELDS
+from airflow_provider_activities.api.validation import datetime_to_ms
+from airflow_provider_activities.records.filters import RecordFilter
+from airflow_provider_activities.records.convert import RecordConverter, SchemaMismatchError
+from airflow_provider_activities.storage.writer import PartitionedParquetWriter
+from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, EXTRA_FIELD, PARTICIPANT_SCHEMA
 from airflow_provider_activities.testing.sandbox import Sandbox
 from tests.test_operators import (  # noqa: F401 - _execute_outside_the_task_runner is an autouse fixture
     DAY,
@@ -1185,9 +1184,9 @@ def run_operators(
                  timestamp_format=scenario.timestamp_format) as sb, monkeypatch.context() as patch:
         patch.setattr(hook_module.PeopleAIHook, "_batch_stream", recorded)
         if scenario.change_bodies is not None:
-            parse = hook_module.BatchStream._parse
+            parse = hook_module.BatchStream.parse
             change = scenario.change_bodies
-            patch.setattr(hook_module.BatchStream, "_parse", lambda self, body: parse(self, change(body)))
+            patch.setattr(hook_module.BatchStream, "parse", lambda self, body: parse(self, change(body)))
         if writer is not None:
             patch.setattr(operator_module, "PartitionedParquetWriter", writer)
         connect(patch, sb, arrow_parsing=arrow, page_size=scenario.page_size, **(scenario.extra or {}))
@@ -1290,10 +1289,9 @@ def stream_output(bodies: list[bytes], arrow: bool) -> tuple[pa.Table, Any, int]
     """What a BatchStream over these page bodies yields (one table), its stats and its Arrow pages."""
     query = activities_query(START, START + DAY)
     stream = hook_module.BatchStream(
-        path=query.path, filters=dict(query.filters), _pages=iter(()), _query=query,
+        query, lambda parse: iter([parse(body) for body in bodies]),  # as the page threads parse them
         schema=ACTIVITY_SCHEMA, id_field="uid", arrow_parsing=arrow,
     )
-    stream._pages = iter([stream._parse(body) for body in bodies])  # as the page threads parse them
     batches = list(stream)
     assert all(batch.num_rows for batch in batches)
     return pa.Table.from_batches(batches, schema=ACTIVITY_SCHEMA), stream.stats, stream.arrow_pages
@@ -1318,11 +1316,11 @@ def _stream_bodies(rng: random.Random) -> list[bytes]:
     return bodies
 
 
-@pytest.mark.parametrize("batch_rows", [hook_module.BATCH_ROWS, 7], ids=["default-batch-rows", "7-batch-rows"])
+@pytest.mark.parametrize("batch_rows", [streams_module.BATCH_ROWS, 7], ids=["default-batch-rows", "7-batch-rows"])
 def test_batch_stream_yields_the_same_rows_and_stats_with_and_without_arrow(
     batch_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hook_module, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(streams_module, "BATCH_ROWS", batch_rows)
     rng = random.Random(batch_rows)
     arrow_pages = 0
     for _ in range(60):
@@ -1360,10 +1358,8 @@ def test_records_outside_the_interval_are_dropped_whatever_their_values() -> Non
     for arrow in (True, False):
         query = activities_query(START, START + DAY)
         stream = hook_module.BatchStream(
-            path=query.path, filters=dict(query.filters), _pages=iter(()), _query=query,
-            schema=ACTIVITY_SCHEMA, id_field="uid", arrow_parsing=arrow,
+            query, lambda parse: iter([parse(page)]), schema=ACTIVITY_SCHEMA, id_field="uid", arrow_parsing=arrow,
         )
-        stream._pages = iter([stream._parse(page)])
         table = pa.Table.from_batches(list(stream), schema=ACTIVITY_SCHEMA)
         assert table.column("uid").to_pylist() == [full_activity(0)["uid"]]
         assert (stream.stats.seen, stream.stats.kept, stream.stats.outside) == (4, 1, 3)
@@ -1383,10 +1379,10 @@ def test_a_timestamp_beyond_int64_names_its_field() -> None:
 def _filter_cases() -> dict[str, Callable[[], RecordFilter]]:
     end = START + DAY
     return {
-        "activities": lambda: activities_query(START, end).record_filter,
-        "participants": lambda: participants_query(START, end).record_filter,
-        "ingested (fallback created_at)": lambda: ingested_query(START, end).record_filter,
-        "ingested, open end": lambda: ingested_query(START).record_filter,
+        "activities": lambda: RecordFilter.of(activities_query(START, end).bounds),
+        "participants": lambda: RecordFilter.of(participants_query(START, end).bounds),
+        "ingested (fallback created_at)": lambda: RecordFilter.of(ingested_query(START, end).bounds),
+        "ingested, open end": lambda: RecordFilter.of(ingested_query(START).bounds),
     }
 
 
@@ -1468,8 +1464,8 @@ def test_apply_batch_uses_the_fallback_time_field_exactly_like_apply() -> None:
         {"uid": "neither", "ingested_at": None, "created_at": None},
         {"uid": "no ingested_at, created inside", "created_at": start + 5},  # a duplicate
     ]
-    by_dicts = ingested_query(START, START + DAY).record_filter
-    by_batches = ingested_query(START, START + DAY).record_filter
+    by_dicts = RecordFilter.of(ingested_query(START, START + DAY).bounds)
+    by_batches = RecordFilter.of(ingested_query(START, START + DAY).bounds)
     converter = RecordConverter(ACTIVITY_SCHEMA)
     kept = by_batches.apply_batch(converter.to_batch(records))
     assert kept.column("uid").to_pylist() == ["ingested inside, created outside", "no ingested_at, created inside"]

@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from airflow_provider_activities.api import dedup
-from airflow_provider_activities.api.dedup import (
+from airflow_provider_activities.records import dedup
+from airflow_provider_activities.records.dedup import (
     ArrowKeys,
     ListKeys,
     SeenKeys,
@@ -25,13 +25,13 @@ from airflow_provider_activities.api.dedup import (
     python_hashes,
     string_hashes,
 )
-from airflow_provider_activities.api.records import (
+from airflow_provider_activities.records.filters import (
     ACTIVITY_BATCH_KEY,
     PARTICIPANT_BATCH_KEY,
     activity_keys,
     participant_key,
 )
-from airflow_provider_activities.schemas import PARTICIPANT_SCHEMA
+from airflow_provider_activities.records.schemas import PARTICIPANT_SCHEMA
 
 MASK = (1 << 64) - 1
 

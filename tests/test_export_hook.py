@@ -18,16 +18,14 @@ import pytest
 
 from airflow_provider_activities.api.errors import PeopleAIAPIError
 from airflow_provider_activities.api.export import (
-    ExportFileError,
-    ExportFileSink,
     ExportJob,
     InvalidResponseError,
     is_capacity_error,
-    iter_export_lines,
     parse_export_job,
     plan_export_jobs,
     redirect_target,
 )
+from airflow_provider_activities.export.files import ExportFileError, ExportFileSink, iter_export_lines
 from airflow_provider_activities.api.protocol import ApiRequest
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook
 from airflow_provider_activities.testing._export import ExportSettings

@@ -517,7 +517,7 @@ class TestSessionEnvironment:
     def test_redirects_get_the_proxy_of_their_own_host(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import requests
 
-        from airflow_provider_activities.hooks.peopleai import _Session
+        from airflow_provider_activities.hooks._session import Session as _Session
 
         monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
         monkeypatch.setenv("NO_PROXY", "api.internal")
@@ -531,7 +531,7 @@ class TestSessionEnvironment:
             )
 
     def test_ca_bundle_applies_while_verification_is_on(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-        from airflow_provider_activities.hooks.peopleai import _Session
+        from airflow_provider_activities.hooks._session import Session as _Session
 
         bundle = tmp_path / "ca.pem"
         bundle.write_text("")
@@ -580,7 +580,7 @@ class TestReadAhead:
             log.append(f"closed in {threading.current_thread().name}")
 
     def test_yields_every_item_in_order_made_in_another_thread(self) -> None:
-        from airflow_provider_activities.hooks.peopleai import read_ahead
+        from airflow_provider_activities.hooks._streams import read_ahead
 
         log: list[str] = []
         assert list(read_ahead(self._numbers(log, 50), depth=4, name="ahead")) == list(range(50))
@@ -589,7 +589,7 @@ class TestReadAhead:
     def test_runs_at_most_depth_items_ahead(self) -> None:
         import time
 
-        from airflow_provider_activities.hooks.peopleai import read_ahead
+        from airflow_provider_activities.hooks._streams import read_ahead
 
         log: list[str] = []
         items = read_ahead(self._numbers(log, 100), depth=3)
@@ -600,7 +600,7 @@ class TestReadAhead:
         items.close()
 
     def test_a_failure_of_the_producer_is_raised_to_the_consumer(self) -> None:
-        from airflow_provider_activities.hooks.peopleai import read_ahead
+        from airflow_provider_activities.hooks._streams import read_ahead
 
         log: list[str] = []
         got = []
@@ -612,7 +612,7 @@ class TestReadAhead:
     def test_a_consumer_that_stops_early_stops_and_closes_the_producer(self) -> None:
         import threading
 
-        from airflow_provider_activities.hooks.peopleai import read_ahead
+        from airflow_provider_activities.hooks._streams import read_ahead
 
         log: list[str] = []
         before = threading.active_count()
@@ -634,9 +634,9 @@ class TestReadAhead:
         import threading
         import time
 
-        from airflow_provider_activities.hooks import peopleai as hook_module
+        from airflow_provider_activities.hooks import _streams as streams_module
 
-        monkeypatch.setattr(hook_module, "BATCH_ROWS", 30)  # a batch every 3 pages
+        monkeypatch.setattr(streams_module, "BATCH_ROWS", 30)  # a batch every 3 pages
         hook = connect(monkeypatch, sandbox, page_size=10, max_concurrency=3)
         end = START + timedelta(days=6)
         stream = hook.stream_activity_batches(START, end) if kind == "batches" else hook.stream_activities(START, end)

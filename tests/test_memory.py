@@ -51,8 +51,8 @@ _CHILD = r"""
 import functools, json, logging, sys, time
 from airflow.sdk.bases.operator import ExecutorSafeguard
 ExecutorSafeguard.test_mode = True
-import airflow_provider_activities.operators.peopleai as operator_module
-import airflow_provider_activities.parquet as parquet_module
+import airflow_provider_activities.operators._run as operator_module
+import airflow_provider_activities.storage.writer as parquet_module
 from airflow_provider_activities.operators.peopleai import PeopleAIActivitiesToParquetOperator
 
 logging.getLogger("airflow").setLevel(logging.WARNING)

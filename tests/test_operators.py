@@ -23,9 +23,10 @@ import pytest
 from airflow.sdk.bases.operator import ExecutorSafeguard
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
+import airflow_provider_activities.hooks._streams as streams_module
 import airflow_provider_activities.hooks.peopleai as hook_module
-import airflow_provider_activities.operators.peopleai as operator_module
-import airflow_provider_activities.parquet as parquet_module
+import airflow_provider_activities.operators._run as operator_module
+import airflow_provider_activities.storage.writer as parquet_module
 from airflow_provider_activities.api.errors import PeopleAIAPIError
 from airflow_provider_activities.api.protocol import Page
 from airflow_provider_activities.compat import Asset, AssetAlias, ObjectStoragePath
@@ -33,8 +34,8 @@ from airflow_provider_activities.operators.peopleai import (
     PeopleAIActivitiesToParquetOperator,
     PeopleAIParticipantsToParquetOperator,
 )
-from airflow_provider_activities.publish import MANIFEST_NAME, STAGING_DIR, SUCCESS_NAME, discard_staging
-from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, EXTRA_FIELD, PARTICIPANT_SCHEMA, file_schema, schema_fingerprint
+from airflow_provider_activities.storage.publish import MANIFEST_NAME, STAGING_DIR, SUCCESS_NAME, discard_staging
+from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, EXTRA_FIELD, PARTICIPANT_SCHEMA, file_schema, schema_fingerprint
 from airflow_provider_activities.testing.sandbox import Sandbox
 from tests.test_publish import FailingOperations, InjectedFailure, contents
 
@@ -683,7 +684,7 @@ def test_an_api_failure_mid_stream_leaves_the_previous_partitions_and_no_staging
     monkeypatch.setattr(hook_module.PeopleAIHook, "_fetch_page", fetch_then_break)
     # Row groups of 20 rows, and batches of one page, so that files are in staging when the API
     # fails (not only buffers).
-    monkeypatch.setattr(hook_module, "BATCH_ROWS", 1)
+    monkeypatch.setattr(streams_module, "BATCH_ROWS", 1)
     monkeypatch.setattr(
         operator_module, "PartitionedParquetWriter", functools.partial(parquet_module.PartitionedParquetWriter, row_group_size=20)
     )

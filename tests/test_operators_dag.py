@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from airflow_provider_activities.compat import ObjectStoragePath
-from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA
+from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA
 from airflow_provider_activities.testing.sandbox import Sandbox
 from tests.s3_fixtures import moto_s3  # noqa: F401
 from tests.test_operators import (

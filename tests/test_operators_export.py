@@ -27,9 +27,9 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_activities.api.errors import PeopleAIError
 from airflow_provider_activities.operators.peopleai import EXPORT_STATE_KEY, PeopleAIExportActivitiesToParquetOperator
-from airflow_provider_activities.publish import MANIFEST_NAME, SUCCESS_NAME
-from airflow_provider_activities.raw_export import RawRecordConverter
-from airflow_provider_activities.schemas import RAW_ACTIVITY_SCHEMA
+from airflow_provider_activities.storage.publish import MANIFEST_NAME, SUCCESS_NAME
+from airflow_provider_activities.export.spool import RawRecordConverter
+from airflow_provider_activities.records.schemas import RAW_ACTIVITY_SCHEMA
 from airflow_provider_activities.testing.sandbox import Sandbox
 from airflow_provider_activities.triggers.peopleai import PeopleAIExportJobTrigger
 

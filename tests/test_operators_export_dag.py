@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 
-from airflow_provider_activities.schemas import RAW_ACTIVITY_SCHEMA
+from airflow_provider_activities.records.schemas import RAW_ACTIVITY_SCHEMA
 from airflow_provider_activities.testing.sandbox import Sandbox
 from tests.dag_fixtures import airflow_db  # noqa: F401
 from tests.test_operators_dag import load_dag, return_value

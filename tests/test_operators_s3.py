@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_activities.compat import ObjectStoragePath
-from airflow_provider_activities.publish import STAGING_DIR
+from airflow_provider_activities.storage.publish import STAGING_DIR
 from airflow_provider_activities.testing.sandbox import Sandbox
 from tests.s3_fixtures import MotoS3, moto_s3, s3_root  # noqa: F401
 from tests.test_operators import (  # noqa: F401

@@ -14,15 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_activities.compat import ObjectStoragePath
-from airflow_provider_activities.parquet import (
-    FileInfo,
-    PartitionedParquetWriter,
-    RecordConverter,
-    SchemaMismatchError,
-    dictionary_columns,
-)
-from airflow_provider_activities.partitioning import plan_partitions
-from airflow_provider_activities.schemas import (
+from airflow_provider_activities.records.convert import RecordConverter, SchemaMismatchError
+from airflow_provider_activities.storage.writer import FileInfo, PartitionedParquetWriter, dictionary_columns
+from airflow_provider_activities.storage.partitioning import plan_partitions
+from airflow_provider_activities.records.schemas import (
     ACTIVITY_SCHEMA,
     PARTICIPANT_SCHEMA,
     ACTIVITY_PER_RECORD_FIELDS,
@@ -425,7 +420,7 @@ def test_per_record_fields_are_written_without_dictionary_the_others_with(tmp_pa
 
 def test_partitions_finished_in_parallel_give_the_same_bytes_as_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``close`` encodes the partitions' last row groups in one thread per CPU: the files do not change."""
-    import airflow_provider_activities.parquet as parquet_module
+    import airflow_provider_activities.storage.writer as parquet_module
 
     records = [activity(index, day=index % 3) for index in range(3_000)]
     runs = {}

@@ -12,8 +12,9 @@ from typing import Any, Callable
 import pytest
 
 from airflow_provider_activities.compat import ObjectStoragePath
-from airflow_provider_activities.parquet import FileInfo, PartitionedParquetWriter, RecordConverter
-from airflow_provider_activities.publish import (
+from airflow_provider_activities.records.convert import RecordConverter
+from airflow_provider_activities.storage.writer import FileInfo, PartitionedParquetWriter
+from airflow_provider_activities.storage.publish import (
     MANIFEST_NAME,
     STAGING_DIR,
     SUCCESS_NAME,
@@ -22,7 +23,7 @@ from airflow_provider_activities.publish import (
     new_staging_root,
     publish,
 )
-from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, file_schema, schema_fingerprint
+from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, file_schema, schema_fingerprint
 from tests.s3_fixtures import moto_s3  # noqa: F401
 from tests.test_parquet import ACTIVITY_FILE_SCHEMA, activity, hive_dataset
 

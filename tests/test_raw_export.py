@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_activities.parquet import SchemaMismatchError
-from airflow_provider_activities.raw_export import (
+from airflow_provider_activities.records.convert import SchemaMismatchError
+from airflow_provider_activities.export.spool import (
     DAY_COLUMN,
     SEQUENCE_COLUMN,
     DaySpool,
@@ -24,7 +24,7 @@ from airflow_provider_activities.raw_export import (
     deduplicate,
     spool_schema,
 )
-from airflow_provider_activities.schemas import EXTRA_FIELD, RAW_ACTIVITY_SCHEMA
+from airflow_provider_activities.records.schemas import EXTRA_FIELD, RAW_ACTIVITY_SCHEMA
 from airflow_provider_activities.testing._export import ExportSettings
 from airflow_provider_activities.testing.sandbox import Sandbox
 

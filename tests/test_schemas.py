@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_activities.schemas import (
+from airflow_provider_activities.records.schemas import (
     ACTIVITY_SCHEMA,
     EXTRA_FIELD,
     PARTICIPANT_SCHEMA,
@@ -138,7 +138,7 @@ def test_file_schema_drops_partition_columns_only() -> None:
 
 def test_fingerprint_is_stable_across_processes() -> None:
     code = (
-        "from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA, schema_fingerprint;"
+        "from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA, schema_fingerprint;"
         "print(schema_fingerprint(ACTIVITY_SCHEMA), schema_fingerprint(PARTICIPANT_SCHEMA))"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

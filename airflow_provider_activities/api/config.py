@@ -272,25 +272,9 @@ class EnvironmentProxies:
 
     def proxy_url(self, url: str) -> str | None:
         """The one proxy URL for ``url``, or ``None`` for a direct connection; a proxy given
-        without a scheme (``proxy.corp:3128``) means ``http://``, as ``requests`` takes it."""
+        without a scheme (``proxy.corp:3128``) means ``http://``, as ``requests`` takes it.
+        """
         from requests.utils import prepend_scheme_if_needed, select_proxy
 
         proxy = select_proxy(url, self.for_url(url))
         return prepend_scheme_if_needed(proxy, "http") if proxy else None
-
-
-def config_from_connection(conn_id: str, conn: Any) -> ClientConfig:
-    """Validated settings from an Airflow ``Connection``; its password is registered with
-    Airflow's secrets masker first, so it never shows in a log line."""
-    from airflow_provider_activities.compat import mask_secret
-
-    if conn.password:
-        mask_secret(conn.password)
-    return ClientConfig.from_connection(
-        conn_id=conn_id,
-        host=conn.host,
-        login=conn.login,
-        password=conn.password,
-        extra=conn.extra_dejson,
-        port=conn.port,
-    )

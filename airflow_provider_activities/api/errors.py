@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from airflow_provider_activities.compat import AirflowException
 
+class PeopleAIError(Exception):
+    """Base class of every error this provider raises about the People.ai API.
 
-class PeopleAIError(AirflowException):
-    """Base class of every error this provider raises about the People.ai API."""
+    A plain ``Exception``: Airflow fails (and retries) a task on any exception, and the API core
+    imports nothing beyond the standard library.
+    """
 
 
 class PeopleAIAPIError(PeopleAIError):

@@ -1,10 +1,10 @@
 """The Raw Activity Data (bulk export) API, with no network I/O: requests, job states, limits,
-job planning, redirects, and the downloaded JSON Lines file.
+job planning and redirects (the downloaded file is :mod:`airflow_provider_activities.export.files`).
 
 Shared by the sync hook (which creates jobs and downloads their data) and the async trigger
 client (which polls job states), so both build the same requests and read jobs the same way.
 
-The API (see ``API_FACTS.md``, export section):
+The API:
 
 * ``POST {export_jobs_path}`` with ``{"start_date", "end_date", "activity_type", "output_format",
   "export_type"}`` starts a job; days are ``YYYY-MM-DD``, both inclusive (``start_date`` from
@@ -20,14 +20,11 @@ a delta at most 14 days; files are kept 10 days.
 
 from __future__ import annotations
 
-import gzip
-import json
-import os
 import re
-import zlib
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
-from typing import IO, Any, Callable, Iterator, TypeVar
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, urljoin, urlsplit
 
 from airflow_provider_activities.api.config import ClientConfig, is_loopback
@@ -35,6 +32,7 @@ from airflow_provider_activities.api.errors import InvalidResponseError, PeopleA
 from airflow_provider_activities.api.flow import Flow, Response, call_flow
 from airflow_provider_activities.api.policy import RetryPolicy
 from airflow_provider_activities.api.protocol import ApiRequest, parse_json
+from airflow_provider_activities.api.validation import to_day
 
 T = TypeVar("T")
 UTC = timezone.utc
@@ -61,10 +59,8 @@ MAX_QUEUED_JOBS = 10
 RETENTION = timedelta(days=10)
 """How long the API keeps a job's files."""
 MAX_REDIRECTS = 5
-_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,200}\Z")
 _CAPACITY_RE = re.compile(r"too\s+many|concurren|queued|queue\s+is\s+full|job\s+limit", re.IGNORECASE)
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 # -- input ----------------------------------------------------------------------------------------
@@ -88,27 +84,6 @@ def check_export_activity_type(activity_type: Any) -> str:
     )
 
 
-def to_day(value: Any, param: str) -> date:
-    """A day from a ``date``, a ``YYYY-MM-DD`` string, or an aware ``datetime`` at a UTC midnight."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"{param}={value.isoformat()} is a naive datetime: pass a date (datetime.date) instead.")
-        moment = value.astimezone(UTC)
-        if moment.time() != time(0):
-            raise ValueError(
-                f"{param}={value.isoformat()} is not a UTC midnight: export jobs cover whole UTC days; pass a date."
-            )
-        return moment.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str) and _DAY_RE.match(value.strip()):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"{param}={value!r} is not a day: pass a datetime.date or a 'YYYY-MM-DD' string.")
-
-
 def check_export_range(start_date: Any, end_date: Any, export_type: str) -> tuple[date, date]:
     """Both days, in order, within the API's range limit for ``export_type`` (both ends counted)."""
     first, last = to_day(start_date, "start_date"), to_day(end_date, "end_date")
@@ -126,7 +101,8 @@ def check_export_range(start_date: Any, end_date: Any, export_type: str) -> tupl
 
 def check_job_id(job_id: Any) -> str:
     """A job id as the API issues them (letters, digits, ``. _ : -``), never a path: ``.`` and
-    ``..`` are refused too (HTTP clients resolve them as dot segments, reaching another path)."""
+    ``..`` are refused too (HTTP clients resolve them as dot segments, reaching another path).
+    """
     if isinstance(job_id, str) and _JOB_ID_RE.match(job_id) and job_id.strip(".") != "":
         return job_id
     raise ValueError(f"job_id={job_id!r} is not an export job id.")
@@ -296,7 +272,8 @@ def _parse_time(value: str | None) -> datetime | None:
 
 def is_retained(job: ExportJob, now: datetime, margin: timedelta = timedelta(hours=6)) -> bool:
     """Whether a job's files should still be there (created less than 10 days ago, with a margin);
-    a job without a readable creation time is taken as retained (the API answers 404 otherwise)."""
+    a job without a readable creation time is taken as retained (the API answers 404 otherwise).
+    """
     created = job.created_at()
     return created is None or now - created < RETENTION - margin
 
@@ -402,9 +379,9 @@ def download_flow(
     """
     current, current_url = request, request.url(config)
     for _ in range(max_redirects + 1):
-        outcome = yield from call_flow(current, finish, policy, on_redirect=_as_redirect)
+        outcome: object = yield from call_flow(current, finish, policy, on_redirect=_as_redirect)
         if not isinstance(outcome, Redirect):
-            return outcome
+            return cast(T, outcome)  # what ``finish`` returned
         target = redirect_target(current_url, outcome.location, current, outcome.status)
         mine = same_origin(target, config.base_url)
         current = ApiRequest(
@@ -423,243 +400,4 @@ def _as_redirect(response: Response) -> Redirect:
         if name.lower() == "location":
             location = value
             break
-    return Redirect(response.status, location)  # type: ignore[return-value]
-
-
-# -- the downloaded file --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExportFile:
-    """A downloaded export file.
-
-    :param path: where it is, on local disk.
-    :param compressed: whether it is gzip (found by its magic bytes).
-    :param bytes: its size on disk.
-    :param content_bytes: the size of the JSON Lines it holds (decompressed).
-    """
-
-    path: str
-    compressed: bool
-    bytes: int
-    content_bytes: int
-
-
-@dataclass
-class ExportFileSink:
-    """Receives a download's body, chunk by chunk, into a local file.
-
-    It never holds the body in memory. Gzip is recognised by the first two bytes, whatever the
-    headers said (the transport already undid any ``Content-Encoding``); a gzip body is inflated
-    on the fly, its output counted then dropped, so a truncated or corrupt stream is caught before
-    the file is used: :meth:`result` raises :class:`InvalidResponseError` and the download is
-    retried. Concatenated gzip members (and zero padding after them) are accepted, as ``gzip``
-    reads them. Each attempt starts with :meth:`begin`, which truncates the file.
-
-    :param path: the local file to write.
-    """
-
-    path: str
-    _file: IO[bytes] | None = field(default=None, repr=False)
-    _head: bytes = b""
-    _compressed: bool | None = None
-    _inflater: Any = field(default=None, repr=False)
-    _in_member: bool = False
-    _padding: bool = False
-    _size: int = 0
-    _content: int = 0
-    _error: str | None = None
-
-    def begin(self) -> None:
-        """Start (again) from an empty file."""
-        self.close()
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by end()/close()
-        self._head, self._compressed, self._inflater = b"", None, None
-        self._in_member = self._padding = False
-        self._size = self._content = 0
-        self._error = None
-
-    def write(self, chunk: bytes) -> None:
-        """Append one chunk of the body."""
-        if not chunk:
-            return
-        assert self._file is not None, "begin() first"
-        self._file.write(chunk)
-        self._size += len(chunk)
-        if self._compressed is None:
-            self._head += chunk
-            if len(self._head) < 2:
-                return
-            self._compressed = self._head[:2] == GZIP_MAGIC
-            chunk, self._head = self._head, b""
-        if self._compressed:
-            self._inflate(chunk)
-        else:
-            self._content += len(chunk)
-
-    def _inflate(self, data: bytes) -> None:
-        while data and self._error is None:
-            if self._padding:
-                if data.strip(b"\0"):
-                    self._error = "bytes after the end of the gzip stream are neither a gzip member nor padding"
-                return
-            if self._inflater is None:
-                if not self._in_member and data[0] == 0:  # zero padding after the last member
-                    self._padding = True
-                    continue
-                self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            self._in_member = True
-            inflater = self._inflater
-            try:
-                self._content += len(inflater.decompress(data, 1 << 20))
-                while inflater.unconsumed_tail and not inflater.eof:
-                    self._content += len(inflater.decompress(inflater.unconsumed_tail, 1 << 20))
-            except zlib.error as err:
-                self._error = f"corrupt gzip stream: {err}"
-                return
-            if not inflater.eof:
-                return
-            self._in_member = False
-            self._inflater = None
-            data = inflater.unused_data
-
-    def end(self) -> None:
-        """Close the file after the last chunk."""
-        self.close()
-
-    def close(self) -> None:
-        """Close the file (idempotent)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def result(self, _body: bytes = b"") -> ExportFile:
-        """What was received; raises :class:`InvalidResponseError` for a truncated or corrupt gzip body."""
-        self.close()
-        if self._error is not None:
-            raise InvalidResponseError(f"export file: {self._error} (after {self._size} bytes)")
-        if self._compressed is None:  # 0 or 1 byte
-            if self._head == GZIP_MAGIC[:1]:
-                raise InvalidResponseError("export file: gzip stream cut short after 1 byte")
-            self._compressed, self._content = False, self._size
-        if self._compressed and self._in_member:
-            raise InvalidResponseError(f"export file: gzip stream cut short after {self._size} bytes")
-        if not self._compressed and not _last_line_complete(self.path):
-            raise InvalidResponseError(f"export file: its last line is not a whole JSON object (cut short after {self._size} bytes?)")
-        return ExportFile(path=self.path, compressed=self._compressed, bytes=self._size, content_bytes=self._content)
-
-
-_TAIL_BYTES = 1 << 20
-
-
-def _last_line_complete(path: str) -> bool:
-    """Whether the last non-blank line of a plain JSON Lines file parses (a body cut short in the
-    middle of a record does not); a last line longer than 1 MiB is not checked."""
-    with open(path, "rb") as file:
-        size = file.seek(0, os.SEEK_END)
-        file.seek(max(0, size - _TAIL_BYTES))
-        tail = file.read().rstrip()
-    if not tail:
-        return True
-    newline = tail.rfind(b"\n")
-    if newline < 0 and size > _TAIL_BYTES:
-        return True
-    try:
-        json.loads(tail[newline + 1 :])
-    except ValueError:
-        return False
-    return True
-
-
-class ExportFileError(ValueError):
-    """A line of a downloaded export file is not a JSON object.
-
-    :param path: the file.
-    :param line: the 1-based line number.
-    :param reason: what is wrong with it.
-    """
-
-    def __init__(self, path: str, line: int, reason: str) -> None:
-        self.path, self.line, self.reason = path, line, reason
-        super().__init__(f"Line {line} of the export file {os.path.basename(path)} is not a JSON object: {reason}")
-
-
-def open_export_file(path: str) -> IO[bytes]:
-    """A binary stream of the JSON Lines in ``path``, inflated on the fly when it is gzip."""
-    with open(path, "rb") as probe:
-        head = probe.read(2)
-    if head == GZIP_MAGIC:
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")  # noqa: SIM115 - the caller closes it
-
-
-def iter_export_lines(path: str) -> Iterator[dict[str, Any]]:
-    """Each record of an export file, in file order, one line at a time (blank lines skipped).
-
-    :raises ExportFileError: for a line that is not a JSON object.
-    """
-    with open_export_file(path) as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as err:
-                raise ExportFileError(path, number, str(err)) from None
-            if not isinstance(record, dict):
-                raise ExportFileError(path, number, f"a JSON {type(record).__name__}")
-            yield record
-
-
-def iter_export_batches(path: str, size: int = 2000) -> Iterator[list[dict[str, Any]]]:
-    """The records of an export file in lists of at most ``size``, in file order."""
-    batch: list[dict[str, Any]] = []
-    for record in iter_export_lines(path):
-        batch.append(record)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-__all__ = [
-    "COMPLETED",
-    "CANCELED",
-    "EXPORT_ACTIVITY_TYPES",
-    "EXPORT_TYPES",
-    "ExportFile",
-    "ExportFileError",
-    "ExportFileSink",
-    "ExportJob",
-    "ExportJobSpec",
-    "FAILED",
-    "FAILED_STATES",
-    "JOB_STATES",
-    "MAX_DAYS",
-    "MAX_QUEUED_JOBS",
-    "MAX_RUNNING_JOBS",
-    "QUEUED",
-    "RETENTION",
-    "RUNNING",
-    "TERMINAL_STATES",
-    "check_export_activity_type",
-    "check_export_range",
-    "check_export_type",
-    "check_job_id",
-    "create_job_request",
-    "download_flow",
-    "is_capacity_error",
-    "is_retained",
-    "iter_export_batches",
-    "iter_export_lines",
-    "job_data_request",
-    "job_status_request",
-    "normalize_state",
-    "open_export_file",
-    "parse_created_job",
-    "parse_export_job",
-    "plan_export_jobs",
-    "redirect_target",
-    "same_origin",
-]
+    return Redirect(response.status, location)

@@ -20,12 +20,13 @@ Retry rules, backoff, re-authentication and error messages therefore live here o
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from airflow_provider_activities.api.config import ClientConfig
 from airflow_provider_activities.api.errors import InvalidResponseError, PeopleAIAPIError, PeopleAIAuthError
-from airflow_provider_activities.api.policy import RetryPolicy
+from airflow_provider_activities.api.policy import RetryPolicy, TokenCache
 from airflow_provider_activities.api.protocol import (
     ApiRequest,
     RefusedResponseError,
@@ -188,6 +189,36 @@ def token_flow(config: ClientConfig, policy: RetryPolicy) -> Flow[Token]:
         if err.status in (400, 401, 403):
             raise PeopleAIAuthError(config.conn_id, f"HTTP {err.status}: {err.message}") from None
         raise
+
+
+def obtain_token(
+    tokens: TokenCache,
+    need: NeedToken,
+    config: ClientConfig,
+    policy: RetryPolicy,
+    clock: Callable[[], float],
+    on_mint: Callable[[str], None],
+) -> Flow[str]:
+    """A valid access token for ``need``: the cached one, or a new one minted by :func:`token_flow`.
+
+    The sync and async drivers run it under their own lock, so concurrent callers mint one token.
+
+    :param tokens: the process's cache for these credentials.
+    :param need: what the call flow asked for (``stale`` is the token a 401 just rejected).
+    :param clock: monotonic seconds.
+    :param on_mint: called with each new token before it is used (the hooks register it with
+        Airflow's secrets masker).
+    """
+    if need.stale is not None:
+        tokens.invalidate(need.stale)
+    token = tokens.get(clock())
+    if token is None:
+        asked_at = clock()
+        minted = yield from token_flow(config, policy)
+        on_mint(minted.access_token)
+        tokens.store(minted.access_token, minted.expires_in, asked_at)
+        token = minted.access_token
+    return token
 
 
 def _content_type_note(headers: Mapping[str, str]) -> str:

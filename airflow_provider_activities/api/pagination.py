@@ -17,8 +17,20 @@ reader to make another pass.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from typing import Collection
+from typing import Any, Protocol
+
+
+class Logger(Protocol):
+    """What the core needs of a logger: ``logging.Logger`` and Airflow's task and hook loggers alike."""
+
+    def warning(self, msg: Any, /, *args: Any) -> Any:
+        """Log ``msg % args`` at WARNING."""
+
+
+MAX_PASSES = 3
+"""Reads of one query when ``meta.total`` keeps moving under it."""
 
 
 @dataclass
@@ -41,7 +53,8 @@ class PagePlan:
     @property
     def total_changed(self) -> bool:
         """Whether ``meta.total`` moved during the read: records were inserted or deleted while
-        paging, so offsets shifted and a record may have been skipped. Read again to be sure."""
+        paging, so offsets shifted and a record may have been skipped. Read again to be sure.
+        """
         return self.first_total is not None and self.total != self.first_total
 
     def receive(self, offset: int, count: int, total: int | None) -> None:
@@ -79,3 +92,27 @@ class PagePlan:
             planned.add(cursor)
             cursor += self.step
         return wanted
+
+
+def read_passes(path: str, limit: int, log: Logger) -> Iterator[PagePlan]:
+    """The passes of one read: a fresh :class:`PagePlan` each, for the caller to page through.
+
+    Another pass follows while the last one saw ``meta.total`` move (records inserted or deleted
+    while paging may have been skipped), up to :data:`MAX_PASSES`; each such pass is logged.
+    The sync and async hooks share this loop; only how they fetch a pass's pages differs.
+
+    :param path: the endpoint read (named in the warning).
+    :param limit: the page size asked for.
+    :param log: the hook's logger.
+    """
+    for number in range(1, MAX_PASSES + 1):
+        plan = PagePlan(limit=limit)
+        yield plan
+        if not plan.total_changed:
+            return
+        log.warning(
+            "People.ai %s: meta.total moved from %s to %s while paging (records inserted or deleted); "
+            "%s to pick up records the shift may have skipped.",
+            path, plan.first_total, plan.total,
+            "reading again" if number < MAX_PASSES else f"gave up after {MAX_PASSES} passes",
+        )

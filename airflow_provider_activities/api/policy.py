@@ -11,9 +11,9 @@ import hashlib
 import heapq
 import random
 import threading
-from email.utils import parsedate_to_datetime
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Callable, Mapping
+from email.utils import parsedate_to_datetime
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _RETRY_AFTER_CAP = 300.0
@@ -129,7 +129,8 @@ class RateLimiter:
 
     def acquire(self, now: float) -> float | None:
         """Take a slot: the seconds to wait before sending, or ``None`` when every slot is in use
-        (wait for a :meth:`release`, then ask again)."""
+        (wait for a :meth:`release`, then ask again).
+        """
         if not self._idle:
             return None
         self._busy += 1
@@ -143,7 +144,8 @@ class RateLimiter:
 
     def set_rate(self, rate: float) -> None:
         """Change the rate: slots are added (usable at once) or dropped (idle ones first, busy ones
-        when they are released); slots already idle keep their times."""
+        when they are released); slots already idle keep their times.
+        """
         if rate == self.rate:
             return
         self.rate = rate
@@ -258,8 +260,8 @@ def forget_endpoint(base_url: str) -> None:
     """
     base = base_url.rstrip("/")
     with _SHARED_TOKENS_LOCK:
-        for key in [key for key in _SHARED_TOKENS if key[0] == base or key[0].startswith(base + "/")]:
-            del _SHARED_TOKENS[key]
+        for token_key in [key for key in _SHARED_TOKENS if key[0] == base or key[0].startswith(base + "/")]:
+            del _SHARED_TOKENS[token_key]
     with _SHARED_LIMITERS_LOCK:
-        for key in [key for key in _SHARED_LIMITERS if key[0] == base]:
-            del _SHARED_LIMITERS[key]
+        for limiter_key in [key for key in _SHARED_LIMITERS if key[0] == base]:
+            del _SHARED_LIMITERS[limiter_key]

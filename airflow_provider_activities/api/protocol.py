@@ -15,15 +15,23 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from airflow_provider_activities.api.config import ClientConfig
 from airflow_provider_activities.api.errors import InvalidResponseError
-from airflow_provider_activities.api.records import ACTIVITY_TIMESTAMP_FIELDS, PARTICIPANT_TIMESTAMP_FIELDS
 
 ACTIVITY_TYPES: tuple[str, ...] = ("email", "call", "meeting")
+ACTIVITY_TIMESTAMP_FIELDS: tuple[str, ...] = (
+    "timestamp",
+    "created_at",
+    "ingested_at",
+    "meeting_start_time",
+    "meeting_end_time",
+)
+PARTICIPANT_TIMESTAMP_FIELDS: tuple[str, ...] = ("activity_timestamp", "created_at")
 ACTIVITIES_PATH = "/v0/public/activities"
 PARTICIPANTS_PATH = "/v0/public/activities/participants"
 
@@ -39,7 +47,8 @@ _TIMESTAMP_TYPES = (int, float, str)
 class RefusedResponseError(InvalidResponseError):
     """A whole answer the client refuses: too large, nested too deep, or not the shape and types
     the API documents. Unlike a truncated body it is not retried (the same request would get the
-    same answer): the call fails at once, naming what is wrong."""
+    same answer): the call fails at once, naming what is wrong.
+    """
 
 
 def max_response_bytes(limit: int | None = None, configured: int | None = None) -> int:
@@ -129,7 +138,7 @@ class Page:
     :param records: the records, as the API sent them (empty when ``batch`` holds them).
     :param total: ``meta.total`` when the API sent an envelope, else ``None``.
     :param batch: the records as a ``pyarrow.RecordBatch``, when the page was parsed straight
-        into Arrow (:mod:`airflow_provider_activities.api.arrow_pages`); ``None`` otherwise.
+        into Arrow (:mod:`airflow_provider_activities.records.arrow_pages`); ``None`` otherwise.
     """
 
     records: list[dict[str, Any]]
@@ -180,7 +189,7 @@ def page_request(
 
     :param max_body_bytes: the connection extra ``max_response_bytes`` (``None``: the default).
     """
-    params = dict(filters)
+    params: dict[str, str | int] = dict(filters)
     params["offset"] = offset
     params["limit"] = limit
     return ApiRequest(method="GET", path=path, params=params, offset=offset, max_body_bytes=max_body_bytes)

@@ -6,22 +6,158 @@ the same records.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
-from airflow_provider_activities.api.protocol import PARTICIPANTS_PATH, activities_path, day_filters
-from airflow_provider_activities.api.records import (
-    ACTIVITY_BATCH_KEY,
+from airflow_provider_activities.api.protocol import (
     ACTIVITY_TIMESTAMP_FIELDS,
-    PARTICIPANT_BATCH_KEY,
     PARTICIPANT_TIMESTAMP_FIELDS,
-    RecordFilter,
-    activity_key,
-    datetime_to_ms,
-    participant_key,
+    PARTICIPANTS_PATH,
+    activities_path,
+    day_filters,
 )
-from airflow_provider_activities.api.validation import check_activity_type, check_aware, check_interval
+from airflow_provider_activities.api.validation import (
+    check_activity_type,
+    check_aware,
+    check_interval,
+    datetime_to_ms,
+    to_epoch_ms,
+)
+
+# -- record identity and client-side bounds ---------------------------------------------------------
+
+
+def activity_key(record: dict[str, Any]) -> Hashable:
+    """An activity's identity: its ``uid``."""
+    return record.get("uid")
+
+
+def participant_identity(activity_uid: Any, participant_id: Any, email: Any) -> Hashable:
+    """A participant's identity from its parts: (``activity_uid``, ``id``), or the e-mail without an ``id``."""
+    if participant_id is None:
+        return (activity_uid, None, email)
+    return (activity_uid, participant_id)
+
+
+def participant_key(record: dict[str, Any]) -> Hashable:
+    """A participant's identity: (``activity_uid``, ``id``), or the e-mail where ``id`` is missing."""
+    return participant_identity(record.get("activity_uid"), record.get("id"), record.get("email"))
+
+
+@dataclass
+class FilterStats:
+    """What a :class:`RecordFilter` saw.
+
+    :param seen: records received.
+    :param kept: records passed on.
+    :param duplicates: repeated identities dropped.
+    :param outside: records outside the interval dropped (the API ignored or widened a filter).
+    """
+
+    seen: int = 0
+    kept: int = 0
+    duplicates: int = 0
+    outside: int = 0
+
+
+def bound_records(
+    records: Iterable[dict[str, Any]],
+    time_field: str,
+    start_ms: int,
+    end_ms: int | None,
+    timestamp_fields: tuple[str, ...],
+    fallback_time_field: str | None,
+    stats: FilterStats,
+) -> list[dict[str, Any]]:
+    """The records inside ``[start_ms, end_ms)`` on ``time_field`` (``fallback_time_field`` where it
+    is missing), their ``timestamp_fields`` normalised in place to epoch ms; counted in ``stats``.
+    """
+    inside: list[dict[str, Any]] = []
+    for record in records:
+        stats.seen += 1
+        for name in timestamp_fields:
+            value = record.get(name)
+            if value is not None and type(value) is not int:
+                record[name] = to_epoch_ms(value)
+        moment = record.get(time_field)
+        if moment is None and fallback_time_field is not None:
+            moment = record.get(fallback_time_field)
+        if moment is None or moment < start_ms or (end_ms is not None and moment >= end_ms):
+            stats.outside += 1
+            continue
+        inside.append(record)
+    return inside
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What a read keeps: records in ``[start_ms, end_ms)`` on one field, each identity once.
+
+    :param time_field: the field bounded (``timestamp``, ``activity_timestamp``, ``ingested_at``).
+    :param start_ms: inclusive lower bound, epoch ms.
+    :param end_ms: exclusive upper bound, epoch ms; ``None`` for no upper bound.
+    :param key: the record identity (:func:`activity_key` or :func:`participant_key`).
+    :param timestamp_fields: fields normalised to epoch ms.
+    :param fallback_time_field: used when ``time_field`` is missing or null (``created_at`` when a
+        deployment does not send ``ingested_at``).
+    """
+
+    time_field: str
+    start_ms: int
+    end_ms: int | None
+    key: Callable[[dict[str, Any]], Hashable]
+    timestamp_fields: tuple[str, ...]
+    fallback_time_field: str | None = None
+
+
+class DistinctRecords:
+    """Bounds and de-duplicates pages of dicts with a plain ``set`` of identities.
+
+    For small reads where the standard library is enough (the triggerer's counts); the extract
+    path uses :class:`~airflow_provider_activities.records.filters.RecordFilter`, whose key store
+    stays small and spills to disk. Both keep the same records.
+
+    :param bounds: what to keep.
+    """
+
+    def __init__(self, bounds: Bounds) -> None:
+        self.bounds = bounds
+        self.stats = FilterStats()
+        self._seen: set[Hashable] = set()
+
+    def apply(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records of one page that are new and inside the interval, timestamps normalised."""
+        b = self.bounds
+        inside = bound_records(records, b.time_field, b.start_ms, b.end_ms, b.timestamp_fields, b.fallback_time_field, self.stats)
+        new: list[dict[str, Any]] = []
+        for record in inside:
+            identity = b.key(record)
+            if identity in self._seen:
+                self.stats.duplicates += 1
+                continue
+            self._seen.add(identity)
+            new.append(record)
+        self.stats.kept += len(new)
+        return new
+
+
+@dataclass(frozen=True)
+class IngestCount:
+    """The answer of ``count_ingested`` (sync and async hooks alike).
+
+    :param count: activities ingested in the window (each ``uid`` once).
+    :param latest_ingested_at: the latest ingestion time seen, or ``None`` when none was.
+    """
+
+    count: int
+    latest_ingested_at: datetime | None
+
+
+# -- the reads --------------------------------------------------------------------------------------
+
+
 
 
 @dataclass
@@ -30,12 +166,12 @@ class Query:
 
     :param path: the endpoint path.
     :param filters: the query parameters sent with every page (day-granular; may be ignored).
-    :param record_filter: bounds and de-duplicates what comes back.
+    :param bounds: what is kept of what comes back.
     """
 
     path: str
     filters: dict[str, str]
-    record_filter: RecordFilter
+    bounds: Bounds
 
 
 def activities_query(start: datetime, end: datetime, activity_type: str | None = None) -> Query:
@@ -45,12 +181,11 @@ def activities_query(start: datetime, end: datetime, activity_type: str | None =
     return Query(
         path=activities_path(activity_type),
         filters=day_filters(start, end),
-        record_filter=RecordFilter(
+        bounds=Bounds(
             time_field="timestamp",
             start_ms=datetime_to_ms(start),
             end_ms=datetime_to_ms(end),
             key=activity_key,
-            batch_key=ACTIVITY_BATCH_KEY,
             timestamp_fields=ACTIVITY_TIMESTAMP_FIELDS,
         ),
     )
@@ -62,12 +197,11 @@ def participants_query(start: datetime, end: datetime) -> Query:
     return Query(
         path=PARTICIPANTS_PATH,
         filters=day_filters(start, end),
-        record_filter=RecordFilter(
+        bounds=Bounds(
             time_field="activity_timestamp",
             start_ms=datetime_to_ms(start),
             end_ms=datetime_to_ms(end),
             key=participant_key,
-            batch_key=PARTICIPANT_BATCH_KEY,
             timestamp_fields=PARTICIPANT_TIMESTAMP_FIELDS,
         ),
     )
@@ -85,13 +219,12 @@ def ingested_query(since: datetime, until: datetime | None = None, activity_type
     return Query(
         path=activities_path(activity_type),
         filters=filters,
-        record_filter=RecordFilter(
+        bounds=Bounds(
             time_field="ingested_at",
             fallback_time_field="created_at",
             start_ms=datetime_to_ms(since),
             end_ms=datetime_to_ms(until) if until is not None else None,
             key=activity_key,
-            batch_key=ACTIVITY_BATCH_KEY,
             timestamp_fields=ACTIVITY_TIMESTAMP_FIELDS,
         ),
     )

@@ -13,28 +13,23 @@ client-side bounds and de-duplication of every record. The rules live in
 from __future__ import annotations
 
 import os
-import queue
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
-from typing import Any, Callable, Generator, Iterator, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import requests
 import urllib3
 
 from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID, get_provider_info
-from airflow_provider_activities.api.arrow_pages import ArrowPageParser
-from airflow_provider_activities.api.config import ClientConfig, EnvironmentProxies, config_from_connection
+from airflow_provider_activities.api.config import ClientConfig
 from airflow_provider_activities.api.export import (
-    ExportFile,
-    ExportFileSink,
     ExportJob,
     ExportJobSpec,
     check_export_activity_type,
@@ -43,14 +38,13 @@ from airflow_provider_activities.api.export import (
     check_job_id,
     create_job_request,
     download_flow,
-    iter_export_lines,
     job_data_request,
     job_status_request,
     parse_created_job,
     parse_export_job,
 )
-from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
-from airflow_provider_activities.api.pagination import PagePlan
+from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, obtain_token
+from airflow_provider_activities.api.pagination import PagePlan, read_passes
 from airflow_provider_activities.api.policy import (
     RetryPolicy,
     SharedRateLimiter,
@@ -60,299 +54,26 @@ from airflow_provider_activities.api.policy import (
 )
 from airflow_provider_activities.api.protocol import ACTIVITIES_PATH, ApiRequest, Page, page_request, parse_page
 from airflow_provider_activities.api.queries import (
+    IngestCount,
     Query,
     activities_query,
     ingested_query,
     latest_ingested_ms,
     participants_query,
 )
-from airflow_provider_activities.api.records import FilterStats, ms_to_datetime
+from airflow_provider_activities.api.validation import ms_to_datetime
 from airflow_provider_activities.compat import BaseHook, mask_secret
-from airflow_provider_activities.parquet import RecordConverter, usable_cpus
-from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA
+from airflow_provider_activities.export.files import ExportFile, ExportFileSink, iter_export_lines
+from airflow_provider_activities.hooks._common import client_config
+from airflow_provider_activities.hooks._session import Session, body_chunks, read_capped, without_query
+from airflow_provider_activities.hooks._streams import BatchStream, RecordStream, batch_read_ahead_depth
+from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA
 
 T = TypeVar("T")
 Sender = Callable[[ApiRequest], "Response | BaseException"]
 
 PROGRESS_EVERY_SECONDS = 10.0
-DOWNLOAD_CHUNK_BYTES = 1 << 20
-READ_CHUNK_BYTES = 1 << 20  # a page (about 800 KB at 1000 records) in one or two reads
-MAX_PASSES = 3  # reads of one query when meta.total keeps moving under it
-BATCH_ROWS = 32_768
-"""Records received (in whole pages) per batch a :class:`BatchStream` yields."""
-_END = object()
 
-
-def read_ahead(items: Iterator[T], depth: int, name: str = "peopleai-read-ahead") -> Iterator[T]:
-    """``items``, produced by a thread of their own up to ``depth`` items ahead of the consumer.
-
-    The hook's page generator schedules the next requests only when it is asked for a page, so
-    while the consumer converts and writes a batch no new request would start. Run in its own
-    thread, it keeps ``max_concurrency`` requests in flight meanwhile and parks up to ``depth``
-    finished pages. An exception in the producer is raised to the consumer. Closing this
-    generator (the streams do when their loop ends, fails or is left) stops the producer at its
-    next item; it closes ``items`` in its own thread (cancelling what it had scheduled, waiting
-    for the requests in flight), and the close waits for it.
-
-    :param items: a generator (it is closed by the producer thread).
-    :param depth: items parked between producer and consumer.
-    :param name: the producer thread's name.
-    """
-    handoff: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def put(item: Any, error: BaseException | None = None) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put((item, error), timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_END)
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
-            put(_END, err)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    producer = threading.Thread(target=produce, name=name, daemon=True)
-    producer.start()
-    try:
-        while True:
-            item, error = handoff.get()
-            if error is not None:
-                raise error
-            if item is _END:
-                return
-            yield item
-    finally:
-        stop.set()
-        if threading.current_thread() is not producer:  # (garbage collection may close this in the producer)
-            producer.join()
-
-
-def _body_chunks(answer: requests.Response) -> Iterator[bytes]:
-    """The body of a download, in chunks, as it crossed the wire when it is ``Content-Encoding:
-    gzip``: the sink inflates it itself and so sees a gzip stream cut short, which urllib3's
-    decoder lets pass silently (a truncated body would then look complete up to its last whole
-    line). Other encodings are undone by the transport."""
-    encoding = (answer.headers.get("Content-Encoding") or "").strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        return answer.raw.stream(DOWNLOAD_CHUNK_BYTES, decode_content=False)
-    return answer.iter_content(DOWNLOAD_CHUNK_BYTES)
-
-
-def _without_query(err: requests.RequestException, request: ApiRequest) -> BaseException:
-    """``err`` with the query string of a pre-signed URL (a credential: ``Signature=...``) cut
-    out of its message: ``requests`` names the whole URL in connection errors, and the message
-    ends up in logs and in the final error."""
-    url = request.absolute_url
-    query = urlsplit(url).query if url else ""
-    text = str(err)
-    if not query or query not in text:
-        return err
-    try:
-        clean = type(err)(text.replace(query, "<signed query omitted>"))
-    except Exception:  # an exception class with another constructor
-        clean = requests.ConnectionError(text.replace(query, "<signed query omitted>"))
-    return clean
-
-
-@dataclass(frozen=True)
-class IngestCount:
-    """The answer of :meth:`PeopleAIHook.count_ingested`.
-
-    :param count: activities ingested in the window (each ``uid`` once).
-    :param latest_ingested_at: the latest ingestion time seen, or ``None`` when none was.
-    """
-
-    count: int
-    latest_ingested_at: datetime | None
-
-
-@dataclass
-class RecordStream:
-    """Pages of records from one read, bounded and de-duplicated, timestamps as epoch ms.
-
-    Iterate it once for lists of records; afterwards :attr:`stats`, :attr:`pages` and
-    :attr:`total` tell what the read saw.
-
-    :param path: the endpoint read.
-    :param filters: the filters sent with every page.
-    """
-
-    path: str
-    filters: dict[str, str]
-    _pages: Iterator[Page] = field(repr=False)
-    _query: Query = field(repr=False)
-    pages: int = 0
-    total: int | None = None
-
-    @property
-    def stats(self) -> FilterStats:
-        """Records seen, kept, dropped as duplicates and dropped as outside the interval."""
-        return self._query.record_filter.stats
-
-    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
-        record_filter = self._query.record_filter
-        try:
-            for page in self._pages:
-                kept = record_filter.apply(page.records)
-                if kept:
-                    yield kept
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Stop the read: the requests in flight are waited for, no new one starts (iterating to
-        the end, or leaving the loop early, closes the stream too)."""
-        close = getattr(self._pages, "close", None)
-        if close is not None:
-            close()
-
-    def _parse(self, body: bytes) -> Page:
-        """A page body as the stream wants it (called in a page thread)."""
-        return parse_page(body)
-
-
-@dataclass
-class BatchStream(RecordStream):
-    """Like :class:`RecordStream`, but yields ``pa.RecordBatch`` of :attr:`schema`.
-
-    Pages are parsed straight into Arrow columns in the page threads where that gives exactly
-    the Python parser's answer (see :mod:`airflow_provider_activities.api.arrow_pages`; the
-    connection extra ``arrow_parsing``), and through ``json.loads`` and
-    :class:`~airflow_provider_activities.parquet.RecordConverter` otherwise (bounded to the
-    interval before they are converted). Consecutive Arrow pages are bounded and de-duplicated
-    together; de-duplication is in Arrow for both kinds of pages (hashes in numpy, see
-    :mod:`airflow_provider_activities.api.dedup`). The records and their order are the same as
-    page by page. A batch is yielded each time :data:`BATCH_ROWS` records have been received
-    (and at the end), whichever way its pages were parsed: the consumer gets the same batches,
-    cut at the same places, with Arrow parsing on or off, so the Parquet files written from
-    them are the same bytes. :attr:`arrow_pages` counts the pages Arrow took.
-
-    :param schema: the record schema of the batches (``ACTIVITY_SCHEMA``, ``PARTICIPANT_SCHEMA``).
-    :param id_field: the record identity named in schema errors (``uid``, ``activity_uid``).
-    :param arrow_parsing: try Arrow's JSON reader first.
-    """
-
-    schema: pa.Schema = field(default=None, repr=False)  # type: ignore[assignment]
-    id_field: str = "uid"
-    arrow_parsing: bool = True
-    arrow_pages: int = 0
-
-    def __post_init__(self) -> None:
-        self._converter = RecordConverter(self.schema, id_field=self.id_field)
-        self._arrow = ArrowPageParser(self.schema, self._query.record_filter.timestamp_fields)
-        self._parsing = threading.BoundedSemaphore(usable_cpus())
-
-    @property
-    def unknown_fields(self) -> set[str]:
-        """Names of the fields received that the schema does not know (kept in ``_extra``)."""
-        return self._converter.unknown_fields
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
-        record_filter = self._query.record_filter
-        kept: list[pa.RecordBatch] = []  # the group's new records inside the interval, in page order
-        parsed: list[pa.RecordBatch] = []  # Arrow pages not yet bounded and de-duplicated
-        received = 0
-        try:
-            for page in self._pages:
-                if page.batch is not None:
-                    self.arrow_pages += 1
-                    parsed.append(page.batch)
-                else:  # the Arrow pages before it first, to keep the page order
-                    kept += self._filtered(parsed)
-                    parsed = []
-                    # Bounded before it is converted: a record outside the interval is dropped
-                    # whatever its values, as on the dict path.
-                    inside = self._converter.to_batch(record_filter.bound(page.records))
-                    kept.append(record_filter.dedupe_batch(inside))
-                received += page.count
-                if received >= BATCH_ROWS:
-                    kept += self._filtered(parsed)
-                    yield from self._non_empty(kept)
-                    kept, parsed, received = [], [], 0
-            kept += self._filtered(parsed)
-            yield from self._non_empty(kept)
-        finally:
-            self.close()
-
-    def _filtered(self, parsed: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
-        """Arrow pages bounded and de-duplicated together: one batch, or none for no pages."""
-        return [self._query.record_filter.apply_batch(_one_batch(parsed, self.schema))] if parsed else []
-
-    def _non_empty(self, kept: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """``kept`` as one batch, unless it holds no rows."""
-        batch = _one_batch(kept, self.schema)
-        if batch.num_rows:
-            yield batch
-
-    def _parse(self, body: bytes) -> Page:
-        # At most one parse per CPU at a time: more requests than CPUs may be in flight (they wait
-        # on the network), but more parses than CPUs only thrash the caches (measured: 30% more CPU
-        # per page with 10 parses on 2 CPUs).
-        with self._parsing:
-            return self._arrow(body) if self.arrow_parsing else parse_page(body)
-
-
-def _one_batch(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
-    """``batches`` (of ``schema``) as one batch; an empty one for none."""
-    if not batches:
-        return pa.RecordBatch.from_pylist([], schema=schema)
-    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
-
-
-def _read_capped(answer: requests.Response, cap: int) -> bytes:
-    """The body, read in chunks; reading stops once it passes ``cap`` bytes (the call flow then
-    refuses the answer), so an endless or oversized body never fills memory."""
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in answer.iter_content(chunk_size=READ_CHUNK_BYTES):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > cap:
-            break
-    return b"".join(chunks)
-
-
-class _Session(requests.Session):
-    """A ``requests.Session`` that reads the environment once per origin, not on every request.
-
-    With ``trust_env`` on, ``requests`` scans every environment variable and looks for
-    ``~/.netrc`` on each request: a third of the client's CPU for a page. Here ``trust_env`` is
-    off and the same settings come from a per-origin cache: the proxies of ``HTTPS_PROXY``,
-    ``HTTP_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` (for redirects too), and the CA bundle of
-    ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` while verification is on (``verify=False``
-    wins, unlike in ``requests``). ``~/.netrc`` is not read: its credentials would replace the
-    hook's bearer token.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.trust_env = False
-        self.environment_proxies = EnvironmentProxies()
-        self._ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-
-    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
-        proxies = {**self.environment_proxies.for_url(url), **(proxies or {})}
-        if self._ca_bundle and (verify is True or (verify is None and self.verify is True)):
-            verify = self._ca_bundle
-        return super().merge_environment_settings(url, proxies, stream, verify, cert)
-
-    def rebuild_proxies(self, prepared_request: Any, proxies: Any) -> dict[str, str]:
-        merged = dict(proxies or {})
-        for scheme, proxy in self.environment_proxies.for_url(prepared_request.url).items():
-            merged.setdefault(scheme, proxy)
-        return super().rebuild_proxies(prepared_request, merged)
 
 
 class PeopleAIHook(BaseHook):
@@ -389,12 +110,7 @@ class PeopleAIHook(BaseHook):
     @cached_property
     def config(self) -> ClientConfig:
         """The connection's validated settings (read once per hook)."""
-        config = config_from_connection(self.peopleai_conn_id, self.get_connection(self.peopleai_conn_id))
-        if config.unknown_extras:
-            self.log.warning("Connection %r has extras this provider ignores: %s", self.peopleai_conn_id, ", ".join(config.unknown_extras))
-        if not config.verify_ssl:
-            self.log.warning("Connection %r turns TLS certificate verification off (verify_ssl=false).", self.peopleai_conn_id)
-        return config
+        return client_config(self.peopleai_conn_id, self.get_connection(self.peopleai_conn_id), self.log)
 
     @cached_property
     def _policy(self) -> RetryPolicy:
@@ -419,9 +135,10 @@ class PeopleAIHook(BaseHook):
     def get_conn(self) -> requests.Session:
         """The hook's ``requests.Session`` (one per hook, pooled for ``max_concurrency``). It takes
         proxies and the CA bundle from the environment once per origin and never reads
-        ``~/.netrc`` (see :class:`_Session`)."""
+        ``~/.netrc`` (see :class:`~airflow_provider_activities.hooks._session.Session`).
+        """
         if self._session is None:
-            session = _Session()
+            session = Session()
             adapter = requests.adapters.HTTPAdapter(
                 pool_connections=1, pool_maxsize=self.config.max_concurrency, max_retries=0
             )
@@ -452,7 +169,7 @@ class PeopleAIHook(BaseHook):
                     stream=True,
                 )
                 with answer:
-                    return Response(answer.status_code, answer.headers, _read_capped(answer, request.body_cap()))
+                    return Response(answer.status_code, answer.headers, read_capped(answer, request.body_cap()))
             except requests.RequestException as err:
                 return err
             finally:
@@ -468,20 +185,12 @@ class PeopleAIHook(BaseHook):
 
     def _token(self, need: NeedToken) -> str:
         with self._token_lock:
-            if need.stale is not None:
-                self._tokens.invalidate(need.stale)
-            token = self._tokens.get(time.monotonic())
-            if token is None:
-                asked_at = time.monotonic()
-                minted = self._drive(token_flow(self.config, self._policy))
-                mask_secret(minted.access_token)
-                self._tokens.store(minted.access_token, minted.expires_in, asked_at)
-                token = minted.access_token
-            return token
+            return self._drive(obtain_token(self._tokens, need, self.config, self._policy, time.monotonic, mask_secret))
 
     def _send_to_sink(self, request: ApiRequest, sink: ExportFileSink) -> Response | BaseException:
         """Send ``request`` without following redirects; stream a 2xx body into ``sink`` (the
-        answer then has an empty body), read other answers whole (errors and redirects are small)."""
+        answer then has an empty body), read other answers whole (errors and redirects are small).
+        """
         session = self.get_conn()
         with self._in_flight:
             try:
@@ -498,15 +207,15 @@ class PeopleAIHook(BaseHook):
                         return Response(answer.status_code, answer.headers, answer.content)
                     sink.begin()
                     try:
-                        for chunk in _body_chunks(answer):
+                        for chunk in body_chunks(answer):
                             sink.write(chunk)
                     finally:
                         sink.end()
                     return Response(answer.status_code, answer.headers, b"")
             except requests.RequestException as err:
-                return _without_query(err, request)
+                return without_query(err, request)
             except urllib3.exceptions.HTTPError as err:  # from the raw stream of _body_chunks
-                return _without_query(requests.ConnectionError(str(err)), request)
+                return without_query(requests.ConnectionError(str(err)), request)
             finally:
                 self._release()
 
@@ -539,78 +248,64 @@ class PeopleAIHook(BaseHook):
     def _fetch_page(self, path: str, filters: dict[str, str], offset: int, parse: Callable[[bytes], Page] = parse_page) -> Page:
         return self.run(page_request(path, filters, offset, self.config.page_size, self.config.max_response_bytes), parse)
 
-    def _iter_pages(self, query: Query, stream: RecordStream) -> Iterator[Page]:
-        """Every page of ``query``, in offset order; another pass when ``meta.total`` moved."""
+    def _read_pages(self, query: Query, parse: Callable[[bytes], Page]) -> Iterator[Page]:
+        """Every page of ``query``, in offset order, parsed by ``parse`` in the page threads; another
+        pass when ``meta.total`` moved. Pages are fetched ahead, ``max_concurrency`` at a time.
+        """
         started = time.monotonic()
         depth = self.config.max_concurrency
+        received_pages = 0
         with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="peopleai-page") as pool:
-            for number in range(1, MAX_PASSES + 1):
-                plan = yield from self._read_pass(query, stream, pool, depth, started)
-                if not plan.total_changed:
-                    return
-                self.log.warning(
-                    "People.ai %s: meta.total moved from %s to %s while paging (records inserted or deleted); "
-                    "%s to pick up records the shift may have skipped.",
-                    query.path, plan.first_total, plan.total,
-                    "reading again" if number < MAX_PASSES else f"gave up after {MAX_PASSES} passes",
-                )
+            for plan in read_passes(query.path, self.config.page_size, self.log):
+                last_report = time.monotonic()
+                pending: dict[int, Future[Page]] = {}
+                try:
+                    while not plan.done:
+                        for offset in plan.next_offsets(pending.keys(), depth):
+                            pending[offset] = pool.submit(self._fetch_page, query.path, query.filters, offset, parse)
+                        offset = plan.offset
+                        page = pending.pop(offset).result()
+                        plan.receive(offset, page.count, page.total)
+                        for stale in [o for o in pending if o < plan.offset]:
+                            pending.pop(stale).cancel()
+                        received_pages += 1
+                        self.log.debug(
+                            "People.ai %s offset %d: %d records (total %s).", query.path, offset, page.count, plan.total
+                        )
+                        now = time.monotonic()
+                        if now - last_report >= PROGRESS_EVERY_SECONDS:
+                            last_report = now
+                            self._log_progress(query, plan, received_pages, now - started)
+                        yield page
+                finally:
+                    for future in pending.values():
+                        future.cancel()
 
-    def _read_pass(
-        self, query: Query, stream: RecordStream, pool: ThreadPoolExecutor, depth: int, started: float
-    ) -> Generator[Page, None, PagePlan]:
-        plan = PagePlan(limit=self.config.page_size)
-        last_report = time.monotonic()
-        pending: dict[int, Future[Page]] = {}
-        try:
-            while not plan.done:
-                for offset in plan.next_offsets(pending.keys(), depth):
-                    pending[offset] = pool.submit(self._fetch_page, query.path, query.filters, offset, stream._parse)
-                offset = plan.offset
-                page = pending.pop(offset).result()
-                plan.receive(offset, page.count, page.total)
-                for stale in [o for o in pending if o < plan.offset]:
-                    pending.pop(stale).cancel()
-                stream.pages += 1
-                stream.total = plan.total
-                self.log.debug("People.ai %s offset %d: %d records (total %s).", query.path, offset, page.count, plan.total)
-                now = time.monotonic()
-                if now - last_report >= PROGRESS_EVERY_SECONDS:
-                    last_report = now
-                    self._log_progress(query, stream, plan, now - started)
-                yield page
-        finally:
-            for future in pending.values():
-                future.cancel()
-        return plan
-
-    def _log_progress(self, query: Query, stream: RecordStream, plan: PagePlan, elapsed: float) -> None:
+    def _log_progress(self, query: Query, plan: PagePlan, pages: int, elapsed: float) -> None:
         received = plan.offset
         percent = f", {100.0 * min(received, plan.total) / plan.total:.0f}%" if plan.total else ""
         self.log.info(
             "People.ai %s: %d records in %d pages, %.0f records/s%s.",
-            query.path, received, stream.pages, received / max(elapsed, 1e-9), percent,
+            query.path, received, pages, received / max(elapsed, 1e-9), percent,
         )
 
     def _stream(self, query: Query) -> RecordStream:
-        stream = RecordStream(path=query.path, filters=dict(query.filters), _pages=iter(()), _query=query)
         # Pages of dicts take about 1.7 MB per 1000 records: park no more than are in flight.
-        stream._pages = read_ahead(self._iter_pages(query, stream), self.config.max_concurrency)
-        return stream
+        return RecordStream(query, self._pages_of(query), read_ahead_depth=self.config.max_concurrency)
 
     def _batch_stream(self, query: Query, schema: pa.Schema, id_field: str) -> BatchStream:
-        stream = BatchStream(
-            path=query.path,
-            filters=dict(query.filters),
-            _pages=iter(()),
-            _query=query,
+        return BatchStream(
+            query,
+            self._pages_of(query),
+            read_ahead_depth=batch_read_ahead_depth(self.config.page_size),
             schema=schema,
             id_field=id_field,
             arrow_parsing=self.config.arrow_parsing,
         )
-        # One batch's worth of pages parked (about 11 MB of activities parsed into Arrow), so that
-        # fetching goes on while the consumer converts and writes the previous batch.
-        stream._pages = read_ahead(self._iter_pages(query, stream), max(2, -(-BATCH_ROWS // self.config.page_size)))
-        return stream
+
+    def _pages_of(self, query: Query) -> Callable[[Callable[[bytes], Page]], Iterator[Page]]:
+        """The page reader a stream runs for ``query``."""
+        return lambda parse: self._read_pages(query, parse)
 
     # -- public reads -------------------------------------------------------------------------
 
@@ -628,7 +323,7 @@ class PeopleAIHook(BaseHook):
 
     def stream_activity_batches(self, start: datetime, end: datetime, activity_type: str | None = None) -> BatchStream:
         """The records of :meth:`stream_activities` as ``pa.RecordBatch`` of ``ACTIVITY_SCHEMA``, one per
-        :data:`BATCH_ROWS` records received (see :class:`BatchStream`).
+        :data:`~airflow_provider_activities.hooks._streams.BATCH_ROWS` records received (see :class:`BatchStream`).
 
         The fastest read, and the one the operators use: most pages go from the wire to Arrow
         columns without a Python object per value (see :class:`BatchStream`). Fields the schema
@@ -639,7 +334,9 @@ class PeopleAIHook(BaseHook):
         return self._batch_stream(activities_query(start, end, activity_type), ACTIVITY_SCHEMA, "uid")
 
     def stream_participant_batches(self, start: datetime, end: datetime) -> BatchStream:
-        """The records of :meth:`stream_participants` as batches of ``PARTICIPANT_SCHEMA`` (see :meth:`stream_activity_batches`)."""
+        """The records of :meth:`stream_participants` as batches of ``PARTICIPANT_SCHEMA``
+        (see :meth:`stream_activity_batches`).
+        """
         return self._batch_stream(participants_query(start, end), PARTICIPANT_SCHEMA, "activity_uid")
 
     def iter_activities(self, start: datetime, end: datetime, activity_type: str | None = None) -> Iterator[dict[str, Any]]:
@@ -668,7 +365,7 @@ class PeopleAIHook(BaseHook):
         self._log_dropped(stream)
 
     def _as_datetimes(self, stream: RecordStream) -> Iterator[dict[str, Any]]:
-        fields = stream._query.record_filter.timestamp_fields
+        fields = stream.query.bounds.timestamp_fields
         for page in stream:
             for record in page:
                 for name in fields:

@@ -14,16 +14,18 @@ Use one hook per trigger run, as an async context manager so that its HTTP sessi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
 from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID
-from airflow_provider_activities.api.config import ClientConfig, EnvironmentProxies, config_from_connection
-from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, token_flow
-from airflow_provider_activities.api.pagination import PagePlan
+from airflow_provider_activities.api.config import ClientConfig, EnvironmentProxies
+from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, obtain_token
+from airflow_provider_activities.api.pagination import read_passes
 from airflow_provider_activities.api.policy import (
     RetryPolicy,
     SharedRateLimiter,
@@ -32,10 +34,10 @@ from airflow_provider_activities.api.policy import (
     shared_token_cache,
 )
 from airflow_provider_activities.api.protocol import ApiRequest, page_request, parse_page
-from airflow_provider_activities.api.queries import ingested_query, latest_ingested_ms
-from airflow_provider_activities.api.records import ms_to_datetime
+from airflow_provider_activities.api.queries import DistinctRecords, IngestCount, ingested_query, latest_ingested_ms
+from airflow_provider_activities.api.validation import ms_to_datetime
 from airflow_provider_activities.compat import BaseHook, mask_secret
-from airflow_provider_activities.hooks.peopleai import MAX_PASSES, IngestCount
+from airflow_provider_activities.hooks._common import client_config
 
 T = TypeVar("T")
 
@@ -50,7 +52,8 @@ SLOT_POLL_SECONDS = 0.01
 
 async def _read_capped(answer: aiohttp.ClientResponse, cap: int) -> bytes:
     """The body, read in chunks; reading stops once it passes ``cap`` bytes (the call flow then
-    refuses the answer), so an oversized body never fills the triggerer's memory."""
+    refuses the answer), so an oversized body never fills the triggerer's memory.
+    """
     chunks: list[bytes] = []
     size = 0
     async for chunk in answer.content.iter_chunked(1 << 16):
@@ -121,16 +124,7 @@ class PeopleAIAsyncHook(BaseHook):
 
     async def _read_config(self) -> ClientConfig:
         connection = await self.aget_connection(self.peopleai_conn_id)
-        config = config_from_connection(self.peopleai_conn_id, connection)
-        if config.unknown_extras:
-            self.log.warning(
-                "Connection %r has extras this provider ignores: %s",
-                self.peopleai_conn_id, ", ".join(config.unknown_extras),
-            )
-        if not config.verify_ssl:
-            self.log.warning(
-                "Connection %r turns TLS certificate verification off (verify_ssl=false).", self.peopleai_conn_id
-            )
+        config = client_config(self.peopleai_conn_id, connection, self.log)
         self._policy = RetryPolicy(config.max_retries, config.backoff_base, config.backoff_max)
         self._limiter = shared_rate_limiter(config.base_url, config.client_id, config.requests_per_second)
         self._in_flight = asyncio.Semaphore(config.max_concurrency)
@@ -158,7 +152,8 @@ class PeopleAIAsyncHook(BaseHook):
 
     async def _send(self, request: ApiRequest) -> Response | BaseException:
         """Send ``request`` once; the rate-limiter slot taken by the flow's ``Pace`` is given back
-        however this ends (answer, transport error or cancellation)."""
+        however this ends (answer, transport error or cancellation).
+        """
         try:
             config = await self.get_config()
             session = await self.get_session()
@@ -185,14 +180,13 @@ class PeopleAIAsyncHook(BaseHook):
     async def _pace(self) -> None:
         """Take a slot of the process's limiter for this API key (shared with every hook on it,
         sync ones included). The loop must not block on the limiter's lock while every slot is in
-        use: it waits for a release of this hook, or polls for one of another hook."""
+        use: it waits for a release of this hook, or polls for one of another hook.
+        """
         assert self._limiter is not None
         while (wait := self._limiter.try_acquire(time.monotonic())) is None:
             async with self._slots:
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._slots.wait(), timeout=SLOT_POLL_SECONDS)
-                except asyncio.TimeoutError:
-                    pass
         if wait > 0:
             try:
                 await asyncio.sleep(wait)
@@ -210,18 +204,9 @@ class PeopleAIAsyncHook(BaseHook):
         config = await self.get_config()
         if self._tokens is None:  # the process's cache for these credentials, shared with every hook on them
             self._tokens = shared_token_cache(config.base_url + config.token_path, config.client_id, config.client_secret)
+        assert self._policy is not None
         async with self._token_lock:
-            if need.stale is not None:
-                self._tokens.invalidate(need.stale)
-            token = self._tokens.get(time.monotonic())
-            if token is None:
-                asked_at = time.monotonic()
-                assert self._policy is not None
-                minted = await self._drive(token_flow(config, self._policy))
-                mask_secret(minted.access_token)
-                self._tokens.store(minted.access_token, minted.expires_in, asked_at)
-                token = minted.access_token
-            return token
+            return await self._drive(obtain_token(self._tokens, need, config, self._policy, time.monotonic, mask_secret))
 
     async def _drive(self, flow: Flow[T]) -> T:
         """Run a call flow with this hook's transport (the async twin of ``PeopleAIHook._drive``)."""
@@ -275,25 +260,18 @@ class PeopleAIAsyncHook(BaseHook):
         """
         query = ingested_query(since, until, activity_type)
         config = await self.get_config()
+        distinct = DistinctRecords(query.bounds)
         latest: int | None = None
         pages = 0
-        for number in range(1, MAX_PASSES + 1):
-            plan = PagePlan(limit=config.page_size)
+        for plan in read_passes(query.path, config.page_size, self.log):
             while not plan.done:
                 offset = plan.offset
-                page = await self.run(page_request(query.path, query.filters, offset, config.page_size, config.max_response_bytes), parse_page)
+                request = page_request(query.path, query.filters, offset, config.page_size, config.max_response_bytes)
+                page = await self.run(request, parse_page)
                 plan.receive(offset, len(page.records), page.total)
                 pages += 1
-                latest = latest_ingested_ms(query.record_filter.apply(page.records), latest)
-            if not plan.total_changed:
-                break
-            self.log.warning(
-                "People.ai %s: meta.total moved from %s to %s while paging (records inserted or deleted); "
-                "%s to pick up records the shift may have skipped.",
-                query.path, plan.first_total, plan.total,
-                "reading again" if number < MAX_PASSES else f"gave up after {MAX_PASSES} passes",
-            )
-        stats = query.record_filter.stats
+                latest = latest_ingested_ms(distinct.apply(page.records), latest)
+        stats = distinct.stats
         self.log.debug(
             "People.ai %s: %d activities ingested since %s in %d pages (%d received, %d duplicates, %d outside).",
             query.path, stats.kept, since.isoformat(), pages, stats.seen, stats.duplicates, stats.outside,

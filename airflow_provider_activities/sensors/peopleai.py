@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_activities import DEFAULT_CONN_ID
 from airflow_provider_activities.api.errors import PeopleAIAuthError, PeopleAIError
-from airflow_provider_activities.api.validation import check_activity_type
+from airflow_provider_activities.api.queries import IngestCount
+from airflow_provider_activities.api.validation import check_activity_type, check_min_count, is_template, parse_moment
 from airflow_provider_activities.compat import (
     AirflowFailException,
     AirflowSensorTimeout,
@@ -18,31 +20,11 @@ from airflow_provider_activities.compat import (
     PokeReturnValue,
     conf,
 )
-from airflow_provider_activities.hooks.peopleai import IngestCount, PeopleAIHook
-from airflow_provider_activities.partitioning import parse_moment
+from airflow_provider_activities.hooks.peopleai import PeopleAIHook
 from airflow_provider_activities.triggers.peopleai import ERROR_AUTH, PeopleAINewActivitiesTrigger
 
 if TYPE_CHECKING:
     from airflow_provider_activities.compat import Context
-
-
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
-def _check_min_count(value: Any) -> int:
-    """``min_count`` as an int of at least 1 (a rendered template gives a string such as ``"5"``)."""
-    if isinstance(value, bool):
-        count = 0
-    elif isinstance(value, int):
-        count = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        count = int(value.strip())
-    else:
-        count = 0
-    if count < 1:
-        raise ValueError(f"min_count={value!r} must be a whole number of at least 1.")
-    return count
 
 
 def _check_activity_type(value: Any) -> str | None:
@@ -119,12 +101,12 @@ class PeopleAINewActivitiesSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not _is_template(ingested_since):
+        if not is_template(ingested_since):
             parse_moment(ingested_since, "ingested_since")
-        if not _is_template(activity_type):
+        if not is_template(activity_type):
             _check_activity_type(activity_type)
-        if not _is_template(min_count):
-            _check_min_count(min_count)
+        if not is_template(min_count):
+            check_min_count(min_count)
         self.ingested_since = ingested_since
         self.activity_type = activity_type
         self.min_count = min_count
@@ -139,7 +121,7 @@ class PeopleAINewActivitiesSensor(BaseSensorOperator):
     def _arguments(self) -> tuple[datetime, str | None, int]:
         """The rendered arguments, checked: ``(ingested_since, activity_type, min_count)``."""
         since = parse_moment(self.ingested_since, "ingested_since")
-        return since, _check_activity_type(self.activity_type), _check_min_count(self.min_count)
+        return since, _check_activity_type(self.activity_type), check_min_count(self.min_count)
 
     @staticmethod
     def _xcom(answer: IngestCount) -> dict[str, Any]:
@@ -165,7 +147,8 @@ class PeopleAINewActivitiesSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         """Poke (``poke`` or ``reschedule`` mode) as Airflow's sensors do; deferrable: poke once,
-        return at once when done, else defer to the trigger until the timeout."""
+        return at once when done, else defer to the trigger until the timeout.
+        """
         try:
             if not self.deferrable:
                 return super().execute(context)

@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from typing import Any
 
 from airflow_provider_activities import DEFAULT_CONN_ID
-from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIAuthError
+from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIAuthError, PeopleAIError
 from airflow_provider_activities.api.export import ExportJob, check_job_id, job_status_request, parse_export_job
 from airflow_provider_activities.api.policy import RetryPolicy
-from airflow_provider_activities.api.validation import check_activity_type, check_seconds
+from airflow_provider_activities.api.queries import IngestCount
+from airflow_provider_activities.api.validation import (
+    check_activity_type,
+    check_min_count,
+    check_seconds,
+    parse_deadline,
+    parse_moment,
+)
 from airflow_provider_activities.compat import AirflowException, BaseTrigger, TriggerEvent
-from airflow_provider_activities.export_jobs import WAIT_FOR, wait_is_over
-from airflow_provider_activities.hooks.peopleai import IngestCount
+from airflow_provider_activities.export.jobs import WAIT_FOR, wait_is_over
 from airflow_provider_activities.hooks.peopleai_async import PeopleAIAsyncHook
-from airflow_provider_activities.partitioning import parse_moment
 
 UTC = timezone.utc
 
@@ -36,33 +42,6 @@ ERROR_CONNECTION = "connection"
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
-
-
-def parse_deadline(value: str | float | datetime | None) -> datetime | None:
-    """An absolute deadline as an aware UTC ``datetime``.
-
-    :param value: ``None`` (no deadline), epoch seconds (a number or a numeric string), an
-        ISO-8601 string with a timezone, or an aware ``datetime``.
-    :raises ValueError: naming ``deadline`` for anything else.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"deadline={value!r} is neither epoch seconds nor an ISO-8601 datetime.")
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(float(value), UTC)
-    if isinstance(value, str):
-        try:
-            return datetime.fromtimestamp(float(value.strip()), UTC)
-        except ValueError:
-            pass
-    return parse_moment(value, "deadline")
-
-
-def _check_min_count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"min_count={value!r} must be a whole number of at least 1.")
-    return value
 
 
 class PeopleAINewActivitiesTrigger(BaseTrigger):
@@ -113,7 +92,7 @@ class PeopleAINewActivitiesTrigger(BaseTrigger):
         super().__init__()
         self.ingested_since: datetime = parse_moment(ingested_since, "ingested_since")
         self.activity_type = check_activity_type(activity_type)
-        self.min_count = _check_min_count(min_count)
+        self.min_count = check_min_count(min_count)
         self.peopleai_conn_id = peopleai_conn_id
         self.poke_interval = check_seconds(poke_interval, "poke_interval")
         self.deadline: datetime | None = parse_deadline(deadline)
@@ -122,7 +101,8 @@ class PeopleAINewActivitiesTrigger(BaseTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and keyword arguments that re-create this trigger; no secret among them
-        (the connection is named by its id and read again in the triggerer)."""
+        (the connection is named by its id and read again in the triggerer).
+        """
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -151,7 +131,7 @@ class PeopleAINewActivitiesTrigger(BaseTrigger):
         async with PeopleAIAsyncHook(self.peopleai_conn_id) as hook:
             try:
                 await hook.get_config()
-            except (AirflowException, ValueError) as err:
+            except (AirflowException, PeopleAIError, ValueError) as err:
                 # AirflowNotFoundException (no such connection), or invalid connection settings
                 return _error(ERROR_CONNECTION, str(err))
             while True:
@@ -196,7 +176,8 @@ class PeopleAINewActivitiesTrigger(BaseTrigger):
 
     def _next_interval(self, poke_count: int, now: datetime) -> float:
         """Seconds until the next poll: ``poke_interval``, or with ``exponential_backoff`` the
-        interval Airflow's ``BaseSensorOperator`` would use; never past the deadline."""
+        interval Airflow's ``BaseSensorOperator`` would use; never past the deadline.
+        """
         interval = self.poke_interval
         if self.exponential_backoff:
             # BaseSensorOperator._get_next_poke_interval: at least 1 s, doubling, plus jitter
@@ -256,7 +237,7 @@ class PeopleAIExportJobTrigger(BaseTrigger):
         run_state: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(job_ids, str) or not isinstance(job_ids, (list, tuple)):
+        if not isinstance(job_ids, (list, tuple)):
             raise ValueError(f"job_ids={job_ids!r} must be a list of export job ids.")
         self.job_ids = [check_job_id(job_id) for job_id in job_ids]
         self.peopleai_conn_id = peopleai_conn_id
@@ -292,7 +273,7 @@ class PeopleAIExportJobTrigger(BaseTrigger):
         async with PeopleAIAsyncHook(self.peopleai_conn_id) as hook:
             try:
                 config = await hook.get_config()
-            except (AirflowException, ValueError) as err:
+            except (AirflowException, PeopleAIError, ValueError) as err:
                 return _error(ERROR_CONNECTION, str(err))
             while True:
                 for job_id in self.job_ids:

@@ -1,4 +1,4 @@
-"""Record handling shared by every reader: timestamps, client-side bounds, de-duplication.
+"""Client-side bounds and de-duplication of records, as dicts or as Arrow batches.
 
 The API may ignore filters it does not know and may repeat records across pages, so every
 record is bounded to the asked interval and de-duplicated here, whatever the server did.
@@ -10,99 +10,21 @@ one the Parquet writer takes without conversion.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_provider_activities.api.dedup import ArrowKeys, KeyTable, ListKeys, SeenKeys, batch_hashes, python_hashes
-
-ACTIVITY_TIMESTAMP_FIELDS: tuple[str, ...] = (
-    "timestamp",
-    "created_at",
-    "ingested_at",
-    "meeting_start_time",
-    "meeting_end_time",
+from airflow_provider_activities.api.queries import (
+    Bounds,
+    FilterStats,
+    bound_records,
+    participant_identity,
+    participant_key,
 )
-PARTICIPANT_TIMESTAMP_FIELDS: tuple[str, ...] = ("activity_timestamp", "created_at")
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-# Below this magnitude a number is taken as epoch seconds, above as epoch milliseconds
-# (10**11 s is the year 5138; 10**11 ms is March 1973).
-_SECONDS_CUTOFF = 100_000_000_000
-
-
-def to_epoch_ms(value: Any) -> int | None:
-    """Epoch milliseconds (UTC) of a timestamp in any form the API uses.
-
-    Accepts ``None``, epoch milliseconds (or seconds, below 10**11), numeric strings, ISO-8601
-    strings with ``Z`` or an offset (a string without one is taken as UTC, as the API says all
-    its times are), and ``datetime`` (naive taken as UTC).
-
-    :raises ValueError: for anything else.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"not a timestamp: {value!r}")
-    if isinstance(value, int):
-        return value if abs(value) >= _SECONDS_CUTOFF else value * 1000
-    if isinstance(value, float):
-        return int(value) if abs(value) >= _SECONDS_CUTOFF else int(round(value * 1000))
-    if isinstance(value, datetime):
-        return _datetime_ms(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        if text.lstrip("-").isdigit():
-            return to_epoch_ms(int(text))
-        return _datetime_ms(_parse_iso(text))
-    raise ValueError(f"not a timestamp: {value!r}")
-
-
-def _parse_iso(text: str) -> datetime:
-    candidate = text[:-1] + "+00:00" if text[-1] in "Zz" else text
-    try:
-        return datetime.fromisoformat(candidate)
-    except ValueError:
-        pass
-    # Python 3.10's fromisoformat takes only 3 or 6 fraction digits: pad or cut them.
-    head, sep, tail = candidate.partition(".")
-    if sep:
-        digits = len(tail) - len(tail.lstrip("0123456789"))
-        fraction, rest = tail[:digits], tail[digits:]
-        try:
-            return datetime.fromisoformat(f"{head}.{(fraction + '000000')[:6]}{rest}")
-        except ValueError:
-            pass
-    raise ValueError(f"not an ISO-8601 timestamp: {text!r}")
-
-
-def _datetime_ms(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-
-
-def ms_to_datetime(value: int | None) -> datetime | None:
-    """The timezone-aware UTC ``datetime`` of epoch milliseconds."""
-    if value is None:
-        return None
-    return _EPOCH + timedelta(milliseconds=value)
-
-
-def datetime_to_ms(value: datetime) -> int:
-    """Epoch milliseconds of an aware ``datetime``."""
-    return _datetime_ms(value)
-
-
-def activity_key(record: dict[str, Any]) -> Hashable:
-    """An activity's identity: its ``uid``."""
-    return record.get("uid")
+from airflow_provider_activities.records.dedup import ArrowKeys, KeyTable, ListKeys, SeenKeys, batch_hashes, python_hashes
 
 
 def activity_keys(batch: pa.RecordBatch) -> list[Hashable]:
@@ -115,21 +37,10 @@ def activity_key_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch.select(["uid"])
 
 
-def _participant_identity(activity_uid: Any, participant_id: Any, email: Any) -> Hashable:
-    if participant_id is None:
-        return (activity_uid, None, email)
-    return (activity_uid, participant_id)
-
-
-def participant_key(record: dict[str, Any]) -> Hashable:
-    """A participant's identity: (``activity_uid``, ``id``), or the e-mail where ``id`` is missing."""
-    return _participant_identity(record.get("activity_uid"), record.get("id"), record.get("email"))
-
-
 def participant_keys(batch: pa.RecordBatch) -> list[Hashable]:
     """:func:`participant_key` of every row of a batch."""
     columns = (batch.column(name).to_pylist() for name in ("activity_uid", "id", "email"))
-    return list(map(_participant_identity, *columns))
+    return list(map(participant_identity, *columns))
 
 
 def participant_key_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -140,7 +51,9 @@ def participant_key_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
         email = pc.if_else(participant_id.is_null(), email, pa.scalar(None, email.type))
     else:
         email = pa.nulls(batch.num_rows, email.type)
-    return pa.RecordBatch.from_arrays([batch.column("activity_uid"), participant_id, email], names=["activity_uid", "id", "email"])
+    return pa.RecordBatch.from_arrays(
+        [batch.column("activity_uid"), participant_id, email], names=["activity_uid", "id", "email"]
+    )
 
 
 @dataclass(frozen=True)
@@ -163,22 +76,6 @@ PARTICIPANT_BATCH_KEY = BatchKey(participant_key_columns, participant_keys)
 
 
 @dataclass
-class FilterStats:
-    """What a :class:`RecordFilter` saw.
-
-    :param seen: records received.
-    :param kept: records passed on.
-    :param duplicates: repeated identities dropped.
-    :param outside: records outside the interval dropped (the API ignored or widened a filter).
-    """
-
-    seen: int = 0
-    kept: int = 0
-    duplicates: int = 0
-    outside: int = 0
-
-
-@dataclass
 class RecordFilter:
     """Normalises timestamps, bounds records to ``[start_ms, end_ms)`` on one field, drops repeats.
 
@@ -186,7 +83,7 @@ class RecordFilter:
     :param start_ms: inclusive lower bound, epoch ms.
     :param end_ms: exclusive upper bound, epoch ms; ``None`` for no upper bound.
     :param key: the record identity used to drop repeats (hashable; picklable once there are
-        more than a block of them, see :class:`~airflow_provider_activities.api.dedup.SeenKeys`).
+        more than a block of them, see :class:`~airflow_provider_activities.records.dedup.SeenKeys`).
     :param timestamp_fields: fields normalised to epoch ms.
     :param fallback_time_field: used when ``time_field`` is missing or null (e.g. ``created_at``
         when a deployment does not send ``ingested_at``).
@@ -215,24 +112,11 @@ class RecordFilter:
 
     def bound(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """The records of one page inside the interval, timestamps normalised; not de-duplicated
-        (:meth:`apply` does both; :meth:`dedupe_batch` de-duplicates them once converted)."""
-        inside: list[dict[str, Any]] = []
-        stats = self.stats
-        start_ms, end_ms, time_field, fallback = self.start_ms, self.end_ms, self.time_field, self.fallback_time_field
-        for record in records:
-            stats.seen += 1
-            for name in self.timestamp_fields:
-                value = record.get(name)
-                if value is not None and type(value) is not int:
-                    record[name] = to_epoch_ms(value)
-            moment = record.get(time_field)
-            if moment is None and fallback is not None:
-                moment = record.get(fallback)
-            if moment is None or moment < start_ms or (end_ms is not None and moment >= end_ms):
-                stats.outside += 1
-                continue
-            inside.append(record)
-        return inside
+        (:meth:`apply` does both; :meth:`dedupe_batch` de-duplicates them once converted).
+        """
+        return bound_records(
+            records, self.time_field, self.start_ms, self.end_ms, self.timestamp_fields, self.fallback_time_field, self.stats
+        )
 
     def apply_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """:meth:`apply` for a page parsed into Arrow: its rows that are new and inside the interval.
@@ -264,6 +148,21 @@ class RecordFilter:
         columns = self.batch_key.columns(batch)
         new = self._new(batch_hashes(columns.columns), ArrowKeys(columns, self.batch_key.identities), "arrow")
         return batch if len(new) == batch.num_rows else batch.take(pa.array(new, type=pa.int64()))
+
+    @classmethod
+    def of(cls, bounds: Bounds) -> RecordFilter:
+        """A filter for a query's :class:`~airflow_provider_activities.api.queries.Bounds`, with the
+        batch identity of its record kind.
+        """
+        return cls(
+            time_field=bounds.time_field,
+            start_ms=bounds.start_ms,
+            end_ms=bounds.end_ms,
+            key=bounds.key,
+            timestamp_fields=bounds.timestamp_fields,
+            fallback_time_field=bounds.fallback_time_field,
+            batch_key=PARTICIPANT_BATCH_KEY if bounds.key is participant_key else ACTIVITY_BATCH_KEY,
+        )
 
     def _new(self, hashes: Any, keys: KeyTable, kind: str) -> Any:
         """The positions (numpy) of the identities not seen before (nor earlier in the call); remembers them."""

@@ -106,7 +106,8 @@ class ExportJobs:
 
     def update(self, job: ExportJob) -> None:
         """Replace the view of a known job (matched by id); a job of an unknown id is taken for
-        the spec its own days, export type and activity type match, if any (else ignored)."""
+        the spec its own days, export type and activity type match, if any (else ignored).
+        """
         for key, known in self.jobs.items():
             if known.job_id == job.job_id:
                 self.jobs[key] = job
@@ -154,4 +155,4 @@ class ExportJobs:
         return not job.failed and is_retained(job, now)
 
 
-__all__ = ["ExportJobs", "STATE_VERSION", "WAIT_FOR", "wait_is_over"]
+__all__ = ["STATE_VERSION", "WAIT_FOR", "ExportJobs", "wait_is_over"]

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import pickle
 import tempfile
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Hashable, Sequence
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _U64 = np.uint64
 _MASK = (1 << 64) - 1
@@ -98,11 +100,16 @@ def string_hashes(array: pa.Array) -> np.ndarray:
     if count == 0:
         return hashes
     _, offset_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offset_buffer, dtype=offset_type, count=count + 1, offset=array.offset * np.dtype(offset_type).itemsize)
+    offsets = np.frombuffer(
+        offset_buffer, dtype=offset_type, count=count + 1, offset=array.offset * np.dtype(offset_type).itemsize
+    )
     offsets = offsets.astype(np.int64)
     first = int(offsets[0])
     offsets -= first
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[first : first + int(offsets[-1])] if data_buffer is not None else np.zeros(0, np.uint8)
+    if data_buffer is not None:
+        data = np.frombuffer(data_buffer, dtype=np.uint8)[first : first + int(offsets[-1])]
+    else:
+        data = np.zeros(0, np.uint8)
     work = np.empty(min(len(data), _SPAN) + 1, dtype=_U64)
     row = 0
     while row < count:
@@ -191,14 +198,17 @@ class ListKeys(KeyTable):
         return len(self.values)
 
     def take(self, rows: np.ndarray) -> ListKeys:
+        """The identities at ``rows``."""
         values = self.values
         return ListKeys([values[row] for row in rows.tolist()])
 
     def identities(self) -> list[Hashable]:
+        """Every identity, in order."""
         return self.values
 
     @staticmethod
     def concat(tables: list[KeyTable]) -> ListKeys:
+        """The tables' identities, one after another."""
         return ListKeys([value for table in tables for value in table.identities()])
 
 
@@ -218,13 +228,16 @@ class ArrowKeys(KeyTable):
         return self.batch.num_rows
 
     def take(self, rows: np.ndarray) -> ArrowKeys:
+        """The identities at ``rows``."""
         return ArrowKeys(self.batch.take(pa.array(rows, type=pa.int64())), self.to_identities)
 
     def identities(self) -> list[Hashable]:
+        """Every identity, in order, as Python values."""
         return self.to_identities(self.batch)
 
     @staticmethod
     def concat(tables: list[KeyTable]) -> ArrowKeys:
+        """The tables' identities, one after another."""
         first = tables[0]
         assert isinstance(first, ArrowKeys)
         batches = [table.batch for table in tables if isinstance(table, ArrowKeys)]
@@ -325,7 +338,8 @@ class SeenKeys:
     @staticmethod
     def _drop_repeats(ordered: np.ndarray, order: np.ndarray, keys: KeyTable, fresh: np.ndarray) -> None:
         """Mark the rows whose identity an earlier row of the same call has (``ordered``: the
-        call's hashes sorted, ``order``: their rows)."""
+        call's hashes sorted, ``order``: their rows).
+        """
         same = ordered[1:] == ordered[:-1]
         if not same.any():
             return
@@ -334,7 +348,7 @@ class SeenKeys:
         shared[:-1] |= same
         rows = np.sort(order[shared])
         first: set[Hashable] = set()
-        for row, identity in zip(rows.tolist(), keys.take(rows).identities()):
+        for row, identity in zip(rows.tolist(), keys.take(rows).identities(), strict=True):
             if identity in first:
                 fresh[row] = False
             else:
@@ -349,10 +363,14 @@ class SeenKeys:
         rows = order[matched]
         # Every remembered identity with a matching hash (two, rarely, when two identities collide).
         stop = np.searchsorted(run.hashes, ordered[matched], side="right")
-        pairs = [(row, index) for row, begin, end in zip(rows.tolist(), at[matched].tolist(), stop.tolist()) for index in range(begin, end)]
+        pairs = [
+            (row, index)
+            for row, begin, end in zip(rows.tolist(), at[matched].tolist(), stop.tolist(), strict=True)
+            for index in range(begin, end)
+        ]
         remembered = self._identities(run.ids[[index for _, index in pairs]])
-        incoming = dict(zip(rows.tolist(), keys.take(rows).identities()))
-        for (row, _), identity in zip(pairs, remembered):
+        incoming = dict(zip(rows.tolist(), keys.take(rows).identities(), strict=True))
+        for (row, _), identity in zip(pairs, remembered, strict=True):
             if incoming[row] == identity:
                 fresh[row] = False
 
@@ -371,7 +389,7 @@ class SeenKeys:
     def _spill(self) -> None:
         table = KeyTable.concat(self._pending)
         if self._spool is None:
-            self._spool = tempfile.TemporaryFile(prefix="peopleai-seen-")
+            self._spool = tempfile.TemporaryFile(prefix="peopleai-seen-")  # noqa: SIM115 - open until close()
         data = pickle.dumps(table, protocol=pickle.HIGHEST_PROTOCOL)
         self._spool.seek(0, 2)
         self._blocks.append((self._spilled, self._spool.tell(), len(data)))
@@ -389,7 +407,7 @@ class SeenKeys:
             positions = np.flatnonzero(where == number)
             table = self._block(number)
             local = ids[positions] - firsts[number]
-            for position, identity in zip(positions.tolist(), table.take(local).identities()):
+            for position, identity in zip(positions.tolist(), table.take(local).identities(), strict=True):
                 found[position] = identity
         return found
 
@@ -417,3 +435,62 @@ __all__ = [
     "python_hashes",
     "string_hashes",
 ]
+
+
+# ============================================================================================
+# The latest version of each identity in a table (the bulk export's days)
+# ============================================================================================
+
+SEQUENCE_COLUMN = "_seq"
+"""The default arrival-order column: a row's position in the export files."""
+
+
+def deduplicated_order(
+    table: pa.Table, time_column: str, id_column: str = "uid", sequence_column: str = SEQUENCE_COLUMN
+) -> pa.Array:
+    """The indices of the rows :func:`deduplicate` keeps, in its order; only the key columns
+    (``id_column``, ``ingest_timestamp``, ``time_column``, ``sequence_column``) are read.
+
+    :param table: rows with ``sequence_column``.
+    """
+    rows = table.num_rows
+    if rows < 2:
+        return pa.array(range(rows), type=pa.uint64())
+    keys = table.select(list(dict.fromkeys([id_column, "ingest_timestamp", time_column, sequence_column])))
+    order = pc.sort_indices(
+        keys,
+        sort_keys=[
+            (id_column, "ascending", "at_start"),
+            ("ingest_timestamp", "ascending", "at_start"),
+            (sequence_column, "ascending", "at_start"),
+        ],
+    )
+    ids = keys.column(id_column).take(order)
+    later_differs = pc.fill_null(pc.not_equal(ids.slice(0, rows - 1), ids.slice(1)), True)
+    last_of_id = pa.concat_arrays([*later_differs.chunks, pa.array([True])])
+    kept = pc.filter(order, last_of_id)
+    kept_keys = keys.take(kept)
+    final = pc.sort_indices(
+        kept_keys,
+        sort_keys=[
+            (time_column, "ascending", "at_end"),
+            (id_column, "ascending", "at_end"),
+            (sequence_column, "ascending", "at_end"),
+        ],
+    )
+    return kept.take(final)
+
+
+def deduplicate(
+    table: pa.Table, time_column: str, id_column: str = "uid", sequence_column: str = SEQUENCE_COLUMN
+) -> tuple[pa.Table, int]:
+    """One row per ``id_column`` (the latest ``ingest_timestamp``, then the latest arrival wins),
+    ordered by ``time_column``, ``id_column`` and arrival; rows without an id are all kept.
+
+    :param table: rows with ``sequence_column``.
+    :return: the rows kept, and how many were dropped.
+    """
+    if table.num_rows < 2:
+        return table, 0
+    order = deduplicated_order(table, time_column, id_column, sequence_column)
+    return table.take(order), table.num_rows - len(order)

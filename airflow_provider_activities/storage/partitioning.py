@@ -9,9 +9,9 @@ lands outside the partitions its run owns.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
-from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,31 +29,6 @@ _ZERO_WIDTH_HELP = (
     "DeltaDataIntervalTimetable(timedelta(days=1)), or pass explicit start/end templates, e.g. "
     "start=\"{{ (logical_date - macros.timedelta(days=1)) | ds }}T00:00:00+00:00\"."
 )
-
-
-def parse_moment(value: Any, param: str) -> datetime:
-    """A rendered ``start``/``end`` (ISO-8601 string, ``datetime`` or pendulum) as an aware datetime.
-
-    :raises ValueError: naming ``param`` for an empty, unparsable or naive value.
-    """
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str) and value.strip():
-        text = value.strip()
-        try:
-            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-        except ValueError:
-            raise ValueError(
-                f"{param}={value!r} is not an ISO-8601 datetime such as 2026-11-01T00:00:00+00:00."
-            ) from None
-    else:
-        raise ValueError(
-            f"{param}={value!r} is empty or not a datetime: it must render to an ISO-8601 datetime "
-            "(the default is the data interval's bound)."
-        )
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{param}={value!r} has no timezone: add one, e.g. +00:00.")
-    return moment.astimezone(timezone.utc)
 
 
 def _is_midnight(moment: datetime) -> bool:
@@ -108,7 +83,9 @@ class PartitionPlan:
         listed: tuple[str | None, ...] = types or self.types or (None,)
         return [self.partition(day, activity_type) for activity_type in listed for day in days]
 
-    def split(self, batch: pa.RecordBatch, time_column: str, type_column: str | None = None) -> Iterator[tuple[str, pa.RecordBatch]]:
+    def split(
+        self, batch: pa.RecordBatch, time_column: str, type_column: str | None = None
+    ) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Route the rows of ``batch`` to partitions: ``(partition, rows)`` pairs, row order kept.
 
         Types outside the known three are routed to ``activity_type=other`` (nothing is dropped).

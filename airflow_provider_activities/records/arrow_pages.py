@@ -8,7 +8,7 @@ fetched it.
 
 Arrow's reader is taken only where its answer is exactly the one the Python path
 (:func:`~airflow_provider_activities.api.protocol.parse_page`, then the record filter and
-:class:`~airflow_provider_activities.parquet.RecordConverter`) would give. Anything else is
+:class:`~airflow_provider_activities.storage.writer.RecordConverter`) would give. Anything else is
 declined, and the page goes the Python way, which keeps every rule and every error message:
 
 * the body must be a ``{"data": [...], "meta": {...}}`` envelope, one JSON object, whose
@@ -45,8 +45,8 @@ refuses with a clear error) cannot exhaust its stack.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -113,7 +113,7 @@ class ArrowPageParser:
 
     def parse_arrow(self, body: bytes) -> Page | None:
         """The page parsed by Arrow, or ``None`` when Arrow's answer could differ from the Python path's."""
-        if not body.lstrip()[:1] == b"{":
+        if body.lstrip()[:1] != b"{":
             return None
         left_out = self._left_out
         table = self._read(body, left_out[1]) if left_out is not None else None
@@ -157,7 +157,8 @@ class ArrowPageParser:
 
     def _learn(self, table: pa.Table, body: bytes) -> None:
         """Leave out of later reads the fields no record of this first page had: all null, and
-        their quoted name nowhere in the body (an escaped name is not found, and then fails a read)."""
+        their quoted name nowhere in the body (an escaped name is not found, and then fails a read).
+        """
         data = table.column("data")
         if data.num_chunks != 1 or data.null_count or not len(data.chunk(0).values):
             return  # no records to learn from: the next page
@@ -174,7 +175,7 @@ class ArrowPageParser:
                     self._left_out = (names, self._parse_options(names))
 
     def _to_batch(self, records: pa.StructArray) -> pa.RecordBatch:
-        columns = dict(zip((field.name for field in records.type), records.flatten()))  # offsets applied
+        columns = dict(zip((field.name for field in records.type), records.flatten(), strict=True))  # offsets applied
         arrays = []
         for schema_field in self.schema:
             column = columns.get(schema_field.name)

@@ -51,20 +51,22 @@ runs (``finished_at``); the Parquet files of a rerun over the same data are byte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import posixpath
 import uuid
-from datetime import date, datetime
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from datetime import date, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airflow_provider_activities.compat import ObjectStoragePath
-from airflow_provider_activities.parquet import FileInfo, check_partition
-from airflow_provider_activities.schemas import schema_fingerprint
+from airflow_provider_activities.records.schemas import schema_fingerprint
+from airflow_provider_activities.storage.writer import FileInfo, check_partition
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ def manifest_bytes(
     :param base: what the operator reports for the whole run.
     :param partition: relative partition path.
     :param files: the partition's files.
-    :param fingerprint: :func:`~airflow_provider_activities.schemas.schema_fingerprint` of the files.
+    :param fingerprint: :func:`~airflow_provider_activities.records.schemas.schema_fingerprint` of the files.
     """
     body = dict(base)
     body.update(
@@ -152,7 +154,7 @@ def publish(
     refreshed before they are relied on.
 
     :param staging_root: the run's staging directory, as written by
-        :class:`~airflow_provider_activities.parquet.PartitionedParquetWriter`; on the same store
+        :class:`~airflow_provider_activities.storage.writer.PartitionedParquetWriter`; on the same store
         as ``final_root`` and, for ``file://``, on the same filesystem (inside the dataset
         directory, e.g. from :func:`new_staging_root`).
     :param final_root: the dataset directory (``{output_path}/activities``).
@@ -174,10 +176,8 @@ def publish(
     try:
         fs.invalidate_cache()
         _check_staged(fs, staging, partitions)
-        if schema is not None:
-            fingerprint = schema_fingerprint(schema)
-        else:
-            fingerprint = _staged_fingerprint(fs, staging, partitions)
+        fingerprint: str | None
+        fingerprint = schema_fingerprint(schema) if schema is not None else _staged_fingerprint(fs, staging, partitions)
         manifests = {name: manifest_bytes(manifest, name, partitions[name], fingerprint) for name in names}
         if local:
             _publish_by_rename(fs, staging, final, names, manifests)
@@ -392,24 +392,22 @@ def _remove_quietly(fs: Any, path: str, local: bool) -> None:
         fs.invalidate_cache()
         if fs.exists(path):
             fs.rm(path, recursive=True)
-    except Exception as error:  # noqa: BLE001 - cleanup must not hide the outcome of the publish
+    except Exception as error:
         log.warning("Could not remove the staging directory %s (%s); it is ignored by readers.", path, error)
         return
     parent = posixpath.dirname(path)
     if local and posixpath.basename(parent) == STAGING_DIR:
-        try:
+        with contextlib.suppress(OSError):
             fs.rmdir(parent)  # os.rmdir: only when empty, i.e. no other run is staging
-        except OSError:
-            pass
 
 
 __all__ = [
-    "discard_staging",
     "MANIFEST_NAME",
     "STAGING_DIR",
     "SUCCESS_NAME",
     "PublishRestoreError",
     "PublishedPartition",
+    "discard_staging",
     "manifest_bytes",
     "new_staging_root",
     "publish",

@@ -1,0 +1,218 @@
+"""The downloaded export file: a gzip-aware sink that streams a body to local disk, and a
+JSON Lines reader.
+
+The sink never holds the body in memory, and checks a gzip stream as it arrives, so a truncated
+download is retried before the file is used.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from airflow_provider_activities.api.errors import InvalidResponseError
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """A downloaded export file.
+
+    :param path: where it is, on local disk.
+    :param compressed: whether it is gzip (found by its magic bytes).
+    :param bytes: its size on disk.
+    :param content_bytes: the size of the JSON Lines it holds (decompressed).
+    """
+
+    path: str
+    compressed: bool
+    bytes: int
+    content_bytes: int
+
+
+@dataclass
+class ExportFileSink:
+    """Receives a download's body, chunk by chunk, into a local file.
+
+    It never holds the body in memory. Gzip is recognised by the first two bytes, whatever the
+    headers said (the transport already undid any ``Content-Encoding``); a gzip body is inflated
+    on the fly, its output counted then dropped, so a truncated or corrupt stream is caught before
+    the file is used: :meth:`result` raises :class:`InvalidResponseError` and the download is
+    retried. Concatenated gzip members (and zero padding after them) are accepted, as ``gzip``
+    reads them. Each attempt starts with :meth:`begin`, which truncates the file.
+
+    :param path: the local file to write.
+    """
+
+    path: str
+    _file: IO[bytes] | None = field(default=None, repr=False)
+    _head: bytes = b""
+    _compressed: bool | None = None
+    _inflater: Any = field(default=None, repr=False)
+    _in_member: bool = False
+    _padding: bool = False
+    _size: int = 0
+    _content: int = 0
+    _error: str | None = None
+
+    def begin(self) -> None:
+        """Start (again) from an empty file."""
+        self.close()
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by end()/close()
+        self._head, self._compressed, self._inflater = b"", None, None
+        self._in_member = self._padding = False
+        self._size = self._content = 0
+        self._error = None
+
+    def write(self, chunk: bytes) -> None:
+        """Append one chunk of the body."""
+        if not chunk:
+            return
+        assert self._file is not None, "begin() first"
+        self._file.write(chunk)
+        self._size += len(chunk)
+        if self._compressed is None:
+            self._head += chunk
+            if len(self._head) < 2:
+                return
+            self._compressed = self._head[:2] == GZIP_MAGIC
+            chunk, self._head = self._head, b""
+        if self._compressed:
+            self._inflate(chunk)
+        else:
+            self._content += len(chunk)
+
+    def _inflate(self, data: bytes) -> None:
+        while data and self._error is None:
+            if self._padding:
+                if data.strip(b"\0"):
+                    self._error = "bytes after the end of the gzip stream are neither a gzip member nor padding"
+                return
+            if self._inflater is None:
+                if not self._in_member and data[0] == 0:  # zero padding after the last member
+                    self._padding = True
+                    continue
+                self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._in_member = True
+            inflater = self._inflater
+            try:
+                self._content += len(inflater.decompress(data, 1 << 20))
+                while inflater.unconsumed_tail and not inflater.eof:
+                    self._content += len(inflater.decompress(inflater.unconsumed_tail, 1 << 20))
+            except zlib.error as err:
+                self._error = f"corrupt gzip stream: {err}"
+                return
+            if not inflater.eof:
+                return
+            self._in_member = False
+            self._inflater = None
+            data = inflater.unused_data
+
+    def end(self) -> None:
+        """Close the file after the last chunk."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def result(self, _body: bytes = b"") -> ExportFile:
+        """What was received; raises :class:`InvalidResponseError` for a truncated or corrupt gzip body."""
+        self.close()
+        if self._error is not None:
+            raise InvalidResponseError(f"export file: {self._error} (after {self._size} bytes)")
+        if self._compressed is None:  # 0 or 1 byte
+            if self._head == GZIP_MAGIC[:1]:
+                raise InvalidResponseError("export file: gzip stream cut short after 1 byte")
+            self._compressed, self._content = False, self._size
+        if self._compressed and self._in_member:
+            raise InvalidResponseError(f"export file: gzip stream cut short after {self._size} bytes")
+        if not self._compressed and not _last_line_complete(self.path):
+            raise InvalidResponseError(
+                f"export file: its last line is not a whole JSON object (cut short after {self._size} bytes?)"
+            )
+        return ExportFile(path=self.path, compressed=self._compressed, bytes=self._size, content_bytes=self._content)
+
+
+_TAIL_BYTES = 1 << 20
+
+
+def _last_line_complete(path: str) -> bool:
+    """Whether the last non-blank line of a plain JSON Lines file parses (a body cut short in the
+    middle of a record does not); a last line longer than 1 MiB is not checked.
+    """
+    with open(path, "rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        file.seek(max(0, size - _TAIL_BYTES))
+        tail = file.read().rstrip()
+    if not tail:
+        return True
+    newline = tail.rfind(b"\n")
+    if newline < 0 and size > _TAIL_BYTES:
+        return True
+    try:
+        json.loads(tail[newline + 1 :])
+    except ValueError:
+        return False
+    return True
+
+
+class ExportFileError(ValueError):
+    """A line of a downloaded export file is not a JSON object.
+
+    :param path: the file.
+    :param line: the 1-based line number.
+    :param reason: what is wrong with it.
+    """
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        self.path, self.line, self.reason = path, line, reason
+        super().__init__(f"Line {line} of the export file {os.path.basename(path)} is not a JSON object: {reason}")
+
+
+def open_export_file(path: str) -> IO[bytes]:
+    """A binary stream of the JSON Lines in ``path``, inflated on the fly when it is gzip."""
+    with open(path, "rb") as probe:
+        head = probe.read(2)
+    if head == GZIP_MAGIC:
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def iter_export_lines(path: str) -> Iterator[dict[str, Any]]:
+    """Each record of an export file, in file order, one line at a time (blank lines skipped).
+
+    :raises ExportFileError: for a line that is not a JSON object.
+    """
+    with open_export_file(path) as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise ExportFileError(path, number, str(err)) from None
+            if not isinstance(record, dict):
+                raise ExportFileError(path, number, f"a JSON {type(record).__name__}")
+            yield record
+
+
+def iter_export_batches(path: str, size: int = 2000) -> Iterator[list[dict[str, Any]]]:
+    """The records of an export file in lists of at most ``size``, in file order."""
+    batch: list[dict[str, Any]] = []
+    for record in iter_export_lines(path):
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+

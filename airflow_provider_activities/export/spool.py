@@ -1,0 +1,262 @@
+"""Per-day spooling of converted export records, with bounded memory.
+
+The pieces, in the order a run uses them:
+
+* :class:`~airflow_provider_activities.records.convert.RawRecordConverter` turns a list of export
+  records into one ``pa.RecordBatch`` of the nested raw schema.
+* :class:`DaySpool` takes converted batches routed to UTC days and keeps at most
+  ``max_buffered_rows`` of them (and about ``max_buffered_bytes`` of Arrow data) in memory: past
+  that, the buffer is sorted by day and written to a local Arrow IPC file (a "round") with an
+  index of where each day's rows are. Reading a day back memory-maps the rounds afresh and slices
+  that day out of each.
+* :func:`~airflow_provider_activities.records.dedup.deduplicated_order` keeps, among a day's rows,
+  one row per ``uid``: the one with the latest ``ingest_timestamp`` (the later in the file on a
+  tie), then orders the rows by the day's time column and ``uid``, so the output depends on the
+  records only, not on their order in the file. Only the key columns are read to decide.
+* :meth:`RawExportBuffer.day_batches` hands each day's kept rows over in batches of
+  :data:`DEFAULT_CHUNK_ROWS`, taken one at a time from the memory-mapped spool.
+
+So memory holds the spool's buffer, one day's key columns and one batch, whatever the size of
+the export or of a day. Local disk holds the spool: about the uncompressed Arrow size of the
+whole export, until the run ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from airflow_provider_activities.records.convert import RawRecordConverter
+from airflow_provider_activities.records.dedup import SEQUENCE_COLUMN, deduplicate, deduplicated_order
+from airflow_provider_activities.records.schemas import RAW_ACTIVITY_SCHEMA
+
+DAY_MS = 86_400_000
+DAY_COLUMN = "_day"
+"""Helper column while spooling: the UTC day (days since the epoch) a row belongs to."""
+DEFAULT_MAX_BUFFERED_ROWS = 100_000
+DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+"""Arrow bytes of converted rows held in memory before they are spilled to a round file (nested
+export records are a few KiB each, so this, not the row cap, usually triggers the spill)."""
+DEFAULT_CHUNK_ROWS = 16_384
+"""Rows per record batch handed to the writer when a day is read back."""
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+# -- spooling by day ----------------------------------------------------------------------------
+
+
+def spool_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the helper columns :data:`DAY_COLUMN` and :data:`SEQUENCE_COLUMN` appended."""
+    return schema.append(pa.field(DAY_COLUMN, pa.int32())).append(pa.field(SEQUENCE_COLUMN, pa.int64()))
+
+
+@dataclass
+class _Round:
+    path: str
+    index: dict[int, tuple[int, int]]  # day -> (offset, rows)
+
+
+class DaySpool:
+    """Rows grouped by UTC day on local disk, with at most ``max_buffered_rows`` rows (and about
+    ``max_buffered_bytes`` of Arrow data) in memory.
+
+    Reading a day back memory-maps the round files afresh and slices that day out of each; the
+    maps are released with the returned table, so pages of days already read do not stay resident.
+
+    :param directory: a local directory for the round files (removed by :meth:`close`' caller).
+    :param schema: the schema of the batches added (with the helper columns, see :func:`spool_schema`).
+    :param max_buffered_rows: rows kept in memory before they are written out as a round.
+    :param max_buffered_bytes: Arrow bytes kept in memory before they are written out as a round.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        schema: pa.Schema,
+        max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+    ) -> None:
+        self.directory = directory
+        self.schema = schema
+        self.max_buffered_rows = max_buffered_rows
+        self.max_buffered_bytes = max_buffered_bytes
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffered = 0
+        self._buffered_bytes = 0
+        self._rounds: list[_Round] = []
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows held in memory now."""
+        return self._buffered
+
+    @property
+    def rounds(self) -> int:
+        """Round files written so far."""
+        return len(self._rounds)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Add rows (with their :data:`DAY_COLUMN` and :data:`SEQUENCE_COLUMN`)."""
+        if batch.num_rows == 0:
+            return
+        self._buffer.append(batch)
+        self._buffered += batch.num_rows
+        self._buffered_bytes += batch.nbytes
+        if self._buffered >= self.max_buffered_rows or self._buffered_bytes >= self.max_buffered_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows out as one round, sorted by day then arrival."""
+        if not self._buffered:
+            return
+        table = pa.Table.from_batches(self._buffer, schema=self.schema)
+        self._buffer, self._buffered, self._buffered_bytes = [], 0, 0
+        table = table.take(pc.sort_indices(table, sort_keys=[(DAY_COLUMN, "ascending"), (SEQUENCE_COLUMN, "ascending")]))
+        counts = pc.value_counts(table.column(DAY_COLUMN)).to_pylist()
+        index: dict[int, tuple[int, int]] = {}
+        offset = 0
+        for entry in sorted(counts, key=lambda item: item["values"]):
+            index[entry["values"]] = (offset, entry["counts"])
+            offset += entry["counts"]
+        path = os.path.join(self.directory, f"round-{len(self._rounds):05d}.arrow")
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
+            writer.write_table(table, max_chunksize=64 * 1024)
+        self._rounds.append(_Round(path, index))
+
+    def days(self) -> list[int]:
+        """Every day holding rows (days since the epoch), in order; flushes the buffer first."""
+        self.flush()
+        found: set[int] = set()
+        for spilled in self._rounds:
+            found.update(spilled.index)
+        return sorted(found)
+
+    def read_day(self, day: int) -> pa.Table:
+        """All rows of ``day`` (arrival order within each round), memory-mapped: nothing is
+        copied until the rows are used, and the maps close when the table is released.
+        """
+        self.flush()
+        parts = []
+        for spilled in self._rounds:
+            where = spilled.index.get(day)
+            if where is None:
+                continue
+            parts.append(pa.ipc.open_file(pa.memory_map(spilled.path, "r")).read_all().slice(*where))
+        if not parts:
+            return self.schema.empty_table()
+        return pa.concat_tables(parts)
+
+    def close(self) -> None:
+        """Drop the buffered rows (the round files stay for the caller to remove)."""
+        self._buffer, self._buffered, self._buffered_bytes = [], 0, 0
+
+
+@dataclass
+class ExportCounts:
+    """What a :class:`RawExportBuffer` saw.
+
+    :param received: records read from the files.
+    :param outside: records outside the requested days (or without the time field), dropped.
+    :param duplicates: repeated ``uid`` within a day, dropped.
+    """
+
+    received: int = 0
+    outside: int = 0
+    duplicates: int = 0
+
+
+class RawExportBuffer:
+    """Converts, bounds and spools export records; gives them back deduplicated, day by day.
+
+    :param directory: local directory for the spool files.
+    :param time_column: ``timestamp`` (snapshot: ``activity_date``) or ``ingest_timestamp`` (delta:
+        ``ingest_date``): the field that places a record in a day.
+    :param start_ms: first instant kept (epoch ms, a UTC midnight).
+    :param end_ms: first instant no longer kept.
+    :param max_buffered_rows: converted rows held in memory before spilling to disk.
+    :param max_buffered_bytes: Arrow bytes of converted rows held in memory before spilling.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        time_column: str,
+        start_ms: int,
+        end_ms: int,
+        schema: pa.Schema = RAW_ACTIVITY_SCHEMA,
+        max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+    ) -> None:
+        self.schema = schema
+        self.time_column = time_column
+        self.start_ms, self.end_ms = start_ms, end_ms
+        self.converter = RawRecordConverter(schema)
+        self.spool = DaySpool(directory, spool_schema(schema), max_buffered_rows, max_buffered_bytes)
+        self.counts = ExportCounts()
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        """Convert a list of records and keep those inside the days."""
+        if not records:
+            return
+        batch = self.converter.to_batch(records)
+        first = self.counts.received
+        self.counts.received += batch.num_rows
+        times = pc.cast(batch.column(batch.schema.get_field_index(self.time_column)), pa.int64())
+        inside = pc.fill_null(pc.and_(pc.greater_equal(times, self.start_ms), pc.less(times, self.end_ms)), False)
+        sequence = pa.array(range(first, first + batch.num_rows), type=pa.int64())
+        days = pc.cast(pc.divide(times, DAY_MS), pa.int32())
+        extended = pa.RecordBatch.from_arrays(
+            [*batch.columns, days, sequence], schema=self.spool.schema
+        ).filter(inside)
+        self.counts.outside += batch.num_rows - extended.num_rows
+        self.spool.add(extended)
+
+    def days(self) -> Iterator[tuple[date, pa.Table]]:
+        """Each day holding records, in order, with its rows deduplicated and sorted (helper
+        columns dropped).
+        """
+        for day in self.spool.days():
+            table, dropped = deduplicate(self.spool.read_day(day), self.time_column)
+            self.counts.duplicates += dropped
+            yield date.fromordinal(_EPOCH_DAY.toordinal() + day), table.drop_columns([DAY_COLUMN, SEQUENCE_COLUMN])
+
+    def day_batches(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[date, Iterator[pa.RecordBatch]]]:
+        """Like :meth:`days`, with each day's rows as record batches of at most ``chunk_rows``,
+        materialized one at a time from the memory-mapped spool: memory holds the day's key
+        columns and one batch, not the whole day. Consume each day's batches before the next day.
+        """
+        for day in self.spool.days():
+            table = self.spool.read_day(day)
+            order = deduplicated_order(table, self.time_column)
+            self.counts.duplicates += table.num_rows - len(order)
+            yield date.fromordinal(_EPOCH_DAY.toordinal() + day), self._chunks(table, order, chunk_rows)
+            del table
+
+    @staticmethod
+    def _chunks(table: pa.Table, order: pa.Array, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+        data = table.drop_columns([DAY_COLUMN, SEQUENCE_COLUMN])
+        for offset in range(0, len(order), chunk_rows):
+            chunk = data.take(order.slice(offset, chunk_rows))
+            yield from chunk.combine_chunks().to_batches()
+
+    def close(self) -> None:
+        """Release buffers and memory maps."""
+        self.spool.close()
+
+
+__all__ = [
+    "DAY_COLUMN",
+    "DEFAULT_CHUNK_ROWS",
+    "DEFAULT_MAX_BUFFERED_BYTES",
+    "DEFAULT_MAX_BUFFERED_ROWS",
+    "DaySpool",
+    "ExportCounts",
+    "RawExportBuffer",
+    "spool_schema",
+]

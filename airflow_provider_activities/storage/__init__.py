@@ -1,0 +1,1 @@
+"""Storage: partition planning, Parquet writing and publishing."""
