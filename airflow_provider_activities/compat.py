@@ -16,8 +16,8 @@ from airflow.sdk import (
     ObjectStoragePath,
     PokeReturnValue,
 )
-from airflow.sdk.definitions.context import Context
 from airflow.sdk.configuration import conf
+from airflow.sdk.definitions.context import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 from airflow.sdk.log import mask_secret
 from airflow.triggers.base import BaseTrigger, TriggerEvent

@@ -36,8 +36,8 @@ How it measures:
   spawned and reaped), so one contender's memory never masks another's. ``wall s`` is the
   extraction alone, timed in the child after its imports (first request to last file
   written), ``CPU s`` its user + system CPU time (all threads; less sensitive than wall time
-  to the machine's other load, which still inflates it through shared caches and cores); ``process s`` is the whole child process, timed from
-  outside (interpreter start and imports included: airflow's are ~3 s).
+  to the machine's other load, which still inflates it through shared caches and cores);
+  ``process s`` is the whole child process, timed from outside (interpreter start and imports included: airflow's are ~3 s).
 * ``--repeat N`` runs N rounds of every contender in turn and keeps, per contender, the run of
   median wall time.
 * Every contender's row count must equal ``N``; a mismatch is flagged in the table. A failed
@@ -69,11 +69,12 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from benchmarks.contenders import CONTENDER_OPTIONS, CONTENDERS, MODULES, TRANSPORTS
 from benchmarks.contenders.common import RESULT_PREFIX, Spec
@@ -84,7 +85,8 @@ CLIENT_ID = "sandbox-client-id"
 CLIENT_SECRET = "sandbox-client-secret"
 PRIME_RECORDS = 2000
 DEFAULT_CONCURRENCY = 10
-"""Requests in flight for the provider and the transport limit: the provider's default ``max_concurrency`` (the API's allowance)."""
+"""Requests in flight for the provider and the transport limit: the provider's default
+``max_concurrency`` (the API's allowance)."""
 
 TARGETS = {
     "cpu_vs_naive": 3.0,
@@ -134,7 +136,7 @@ class SandboxProcess:
     def __init__(self, activities: int, day: date, env: dict[str, str]) -> None:
         self.activities = activities
         self.day = day
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's stderr, closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.sandbox_server", "--activities", str(activities), "--days", "1",
              "--start", day.isoformat()],

@@ -40,7 +40,7 @@ def _control_server(sandbox: Sandbox) -> ThreadingHTTPServer:
     class Control(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def _answer(self, payload: dict[str, Any]) -> None:
@@ -51,10 +51,10 @@ def _control_server(sandbox: Sandbox) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._answer({"stats": sandbox.stats, "rate_limit": sandbox.rate_limit, "latency": sandbox.latency})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             split = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             if length:

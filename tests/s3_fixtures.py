@@ -15,8 +15,8 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import boto3
 import pytest
@@ -44,7 +44,7 @@ class MotoS3:
     bucket: str
     conn_id: str
 
-    def client(self):  # noqa: ANN201 - a boto3 S3 client
+    def client(self):
         """A boto3 S3 client for the server (to inspect objects directly in tests)."""
         return boto3.client(
             "s3",

@@ -7,15 +7,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from airflow_provider_activities.api.config import ClientConfig, is_loopback
+from airflow_provider_activities.api.errors import InvalidResponseError
 from airflow_provider_activities.api.pagination import PagePlan
 from airflow_provider_activities.api.policy import RateLimiter, RetryPolicy, TokenCache, shared_rate_limiter
 from airflow_provider_activities.api.protocol import day_filters, parse_error, parse_page
-from airflow_provider_activities.api.errors import InvalidResponseError
-from airflow_provider_activities.records.dedup import SeenKeys
 from airflow_provider_activities.api.queries import activity_key
-from airflow_provider_activities.api.validation import to_epoch_ms
+from airflow_provider_activities.api.validation import check_interval, to_epoch_ms
+from airflow_provider_activities.records.dedup import SeenKeys
 from airflow_provider_activities.records.filters import RecordFilter, participant_key
-from airflow_provider_activities.api.validation import check_interval
 
 UTC = timezone.utc
 
@@ -113,7 +112,8 @@ class TestRecordFilter:
 
     def test_duplicates_dropped_exactly_across_frozen_blocks(self) -> None:
         """Blocks of 3 identities: repeats far apart are dropped, and identities whose hashes collide
-        (``hash(-1) == hash(-2)``, ``hash(0) == hash(2**61 - 1)`` in CPython) are both kept."""
+        (``hash(-1) == hash(-2)``, ``hash(0) == hash(2**61 - 1)`` in CPython) are both kept.
+        """
         f = RecordFilter("t", 0, None, lambda record: record["n"], ("t",), _seen=SeenKeys(block_size=3))
         assert hash(-1) == hash(-2) and hash(0) == hash(2**61 - 1)
         pages = [[-1, 0, 5, 6], [7, 8, 9, 5], [-2, 2**61 - 1, -1, 0, 10, 10], [11, 6, -2]]

@@ -31,9 +31,10 @@ import random
 import signal
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -42,23 +43,24 @@ from airflow.sdk.bases.operator import ExecutorSafeguard
 import airflow_provider_activities.hooks._streams as streams_module
 import airflow_provider_activities.hooks.peopleai as hook_module
 import airflow_provider_activities.operators._run as operator_module
-from airflow_provider_activities.records.arrow_pages import ArrowPageParser
 from airflow_provider_activities.api.protocol import (
     ACTIVITIES_PATH,
+    ACTIVITY_TIMESTAMP_FIELDS,
+    PARTICIPANT_TIMESTAMP_FIELDS,
     PARTICIPANTS_PATH,
     RefusedResponseError,
     day_filters,
     page_request,
     parse_page,
 )
-from airflow_provider_activities.records.dedup import SeenKeys
 from airflow_provider_activities.api.queries import activities_query, ingested_query, participants_query
-from airflow_provider_activities.api.protocol import ACTIVITY_TIMESTAMP_FIELDS, PARTICIPANT_TIMESTAMP_FIELDS
 from airflow_provider_activities.api.validation import datetime_to_ms
-from airflow_provider_activities.records.filters import RecordFilter
+from airflow_provider_activities.records.arrow_pages import ArrowPageParser
 from airflow_provider_activities.records.convert import RecordConverter, SchemaMismatchError
-from airflow_provider_activities.storage.writer import PartitionedParquetWriter
+from airflow_provider_activities.records.dedup import SeenKeys
+from airflow_provider_activities.records.filters import RecordFilter
 from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, EXTRA_FIELD, PARTICIPANT_SCHEMA
+from airflow_provider_activities.storage.writer import PartitionedParquetWriter
 from airflow_provider_activities.testing.sandbox import Sandbox
 from tests.test_operators import (  # noqa: F401 - _execute_outside_the_task_runner is an autouse fixture
     DAY,
@@ -141,7 +143,7 @@ def python_answer(kind: Kind, body: bytes) -> tuple[int | None, pa.RecordBatch] 
     try:
         page = parse_page(body)
         return page.total, RecordConverter(kind.schema, id_field=kind.id_field).to_batch(page.records)
-    except Exception as err:  # noqa: BLE001 - any refusal of the Python path is an answer
+    except Exception as err:
         return err
 
 
@@ -992,7 +994,8 @@ def test_odd_values_arrow_would_read_otherwise_are_declined(kind_name: str, body
     """Found by this file, fixed in the parser: invalid UTF-8 inside strings (Arrow's reader keeps the
     bytes, json.loads refuses the body), the non-JSON literals Inf, -Inf, -NaN and integers too large
     for a double (Arrow: infinities; the Python path refuses them), and the integer literal -0 in a
-    float column (Arrow: -0.0, json.loads: 0, so other Parquet bytes). The page goes the Python way."""
+    float column (Arrow: -0.0, json.loads: 0, so other Parquet bytes). The page goes the Python way.
+    """
     assert check(KINDS[kind_name], body) == "declined"
 
 
@@ -1038,7 +1041,7 @@ def _in_child(work: Callable[[], str], timeout: float = 120.0) -> tuple[int, str
             os.close(read_end)
             try:
                 message = "returned " + work()
-            except BaseException as err:  # noqa: BLE001
+            except BaseException as err:
                 message = f"raised {type(err).__name__}: {str(err)[:200]}"
             os.write(write_end, message.encode("utf-8", "replace")[:4000])
         finally:
@@ -1275,7 +1278,8 @@ def test_with_small_writer_buffers_the_bytes_are_the_same(small_buffer_runs: tup
     """The writer cuts a row group whenever the rows buffered across partitions pass its cap, so its
     bytes depend on where the stream cuts its batches: BatchStream cuts them after every BATCH_ROWS
     records received, whichever way the pages were parsed (found by this file: it once cut Arrow
-    pages and Python pages differently)."""
+    pages and Python pages differently).
+    """
     with_arrow, without = small_buffer_runs
     assert with_arrow.files == without.files
 
@@ -1299,7 +1303,8 @@ def stream_output(bodies: list[bytes], arrow: bool) -> tuple[pa.Table, Any, int]
 
 def _stream_bodies(rng: random.Random) -> list[bytes]:
     """1 to 6 pages of activities around 2026-11-01 (uids repeated across pages), some with an
-    ISO-8601 timestamp (declined by Arrow), at most one empty page, last."""
+    ISO-8601 timestamp (declined by Arrow), at most one empty page, last.
+    """
     start, end = NOV_1_MS, NOV_1_MS + 86_400_000
     bodies = []
     for _ in range(rng.randint(1, 6)):
@@ -1345,7 +1350,8 @@ def test_batch_stream_with_two_empty_arrow_pages_in_a_row() -> None:
 
 def test_records_outside_the_interval_are_dropped_whatever_their_values() -> None:
     """The API may ignore the day filter: records outside the interval never reach the converter,
-    so a value that would not fit (or a field the schema does not know) on them fails nothing."""
+    so a value that would not fit (or a field the schema does not know) on them fails nothing.
+    """
     outside = NOV_1_MS - 1
     page = envelope(
         [

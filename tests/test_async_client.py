@@ -1,12 +1,14 @@
 """The async client (PeopleAIAsyncHook) against the sandbox over real HTTP: the same answers as the
-sync hook, under faults, with no secret in logs or errors."""
+sync hook, under faults, with no secret in logs or errors.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Coroutine, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -266,7 +268,8 @@ class TestNoSecrets:
 
 def test_hooks_of_one_process_on_the_same_credentials_share_one_token(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     """A triggerer runs many triggers, each with its own async hook: they reuse one token (and
-    register one value with the secrets masker) instead of minting one each."""
+    register one value with the secrets masker) instead of minting one each.
+    """
     since = START + timedelta(days=1)
     sync_count(since)
     sync_count(since)

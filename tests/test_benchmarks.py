@@ -17,8 +17,8 @@ pytest.importorskip("dlt", reason="the benchmark's contenders need the bench ext
 pytest.importorskip("pandas", reason="the benchmark's contenders need the bench extra")
 pytest.importorskip("matplotlib", reason="the benchmark's plot needs the bench extra")
 
-from benchmarks import run  # noqa: E402
-from benchmarks.contenders import CONTENDERS, TRANSPORTS  # noqa: E402
+from benchmarks import run
+from benchmarks.contenders import CONTENDERS, TRANSPORTS
 
 RECORDS = 3000
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 import uuid
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa

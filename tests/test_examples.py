@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow.dataset as ds
 import pytest
@@ -47,7 +47,7 @@ def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Sandbox
 
 @pytest.mark.dag
 def test_daily_example_runs_end_to_end(
-    sandbox: Sandbox, airflow_home: Path, airflow_db: Path, tmp_path: Path  # noqa: F811
+    sandbox: Sandbox, airflow_home: Path, airflow_db: Path, tmp_path: Path
 ) -> None:
     """peopleai_daily for one day, as shipped (deferrable sensor, 5 requests/s enforced)."""
     from airflow.dag_processing.dagbag import DagBag
@@ -72,10 +72,11 @@ def test_daily_example_runs_end_to_end(
 
 @pytest.mark.dag
 def test_history_examples_lay_down_a_snapshot_then_a_daily_delta(
-    sandbox: Sandbox, airflow_home: Path, airflow_db: Path, tmp_path: Path  # noqa: F811
+    sandbox: Sandbox, airflow_home: Path, airflow_db: Path, tmp_path: Path
 ) -> None:
     """peopleai_history_snapshot for three days (from the run's conf), then peopleai_delta_daily
-    for one day, as shipped (deferrable, 5 requests/s enforced); each output exactly the sandbox's."""
+    for one day, as shipped (deferrable, 5 requests/s enforced); each output exactly the sandbox's.
+    """
     from airflow.dag_processing.dagbag import DagBag
 
     from tests.test_operators_export import expected_rows, written_rows

@@ -1,7 +1,8 @@
 """PeopleAIHook's bulk export methods against the sandbox over real HTTP: create, poll, download
 and iterate; redirects to the same host (with the token) and to another host (without it);
 refused redirects; gzip, plain and ``Content-Encoding: gzip``; cut-off bodies retried then
-reported; 429 waited out; bad input refused before any request; no secret in logs or errors."""
+reported; 429 waited out; bad input refused before any request; no secret in logs or errors.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import logging
 import os
 import socket
 import zlib
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -25,8 +27,8 @@ from airflow_provider_activities.api.export import (
     plan_export_jobs,
     redirect_target,
 )
-from airflow_provider_activities.export.files import ExportFileError, ExportFileSink, iter_export_lines
 from airflow_provider_activities.api.protocol import ApiRequest
+from airflow_provider_activities.export.files import ExportFileError, ExportFileSink, iter_export_lines
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook
 from airflow_provider_activities.testing._export import ExportSettings
 from airflow_provider_activities.testing.sandbox import Sandbox
@@ -49,7 +51,8 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def sb(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     """The module's sandbox with default knobs (jobs finish at the first poll), no faults, an empty
-    request log, and ``peopleai_default`` pointing at it; left-over jobs are expired afterwards."""
+    request log, and ``peopleai_default`` pointing at it; left-over jobs are expired afterwards.
+    """
     sandbox.export.settings = ExportSettings(polls=0)
     sandbox.faults.reset()
     sandbox.reset_log()
@@ -294,7 +297,8 @@ class TestBodies:
         self, sb: Sandbox, hook: PeopleAIHook, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
     ) -> None:
         """A ``Content-Encoding: gzip`` body cut short (with a matching Content-Length) is seen as
-        a cut gzip stream, not as JSON Lines that may happen to end at a whole line."""
+        a cut gzip stream, not as JSON Lines that may happen to end at a whole line.
+        """
         sb.export.settings.content_encoding = True
         job = completed(hook)
         sb.faults.invalid_json(1, path=sb.export.file_path(job.job_id))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -299,7 +300,8 @@ class TestRateLimit:
 
     def test_hooks_on_one_api_key_share_the_rate(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Two sync hooks in two threads and an async hook in an event loop, one API key, 5/s each
-        configured: together they stay under the sandbox's 5/s (each alone used to send at 5/s)."""
+        configured: together they stay under the sandbox's 5/s (each alone used to send at 5/s).
+        """
         import asyncio
         import threading
 
@@ -391,7 +393,8 @@ class TestSecrets:
 class TestEverythingAtOnce:
     def test_three_day_window_exact_under_every_fault(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Issue 2's acceptance run: 429s, 503s, a dropped connection, a revoked token, a page-size
-        cap, overlapping pages and ignored filters in one read; the result is exactly the window."""
+        cap, overlapping pages and ignored filters in one read; the result is exactly the window.
+        """
         with Sandbox(seed=21, activities=4000, start=START, days=10, rate_limit=None, client_secret=SECRET) as sb:
             hook = connect(monkeypatch, sb, page_size=200, max_concurrency=4)
             faults = sb.faults
@@ -436,7 +439,7 @@ class _ForwardProxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _forward(self) -> None:
@@ -457,7 +460,7 @@ class _ForwardProxy:
                 self.wfile.write(payload)
                 upstream.close()
 
-            do_GET = do_POST = _forward  # noqa: N815
+            do_GET = do_POST = _forward
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -629,7 +632,8 @@ class TestReadAhead:
     @pytest.mark.parametrize("kind", ["batches", "dicts"])
     def test_leaving_a_stream_loop_stops_its_requests(self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, how: str, kind: str) -> None:
         """No ``close()`` call: leaving the loop (``break`` or an exception in its body) stops the
-        read-ahead thread and its page threads, and no request is sent afterwards."""
+        read-ahead thread and its page threads, and no request is sent afterwards.
+        """
         import gc
         import threading
         import time

@@ -195,7 +195,7 @@ def run_load(size: Backfill, database: Path, tmp_path: Path) -> dict[str, Any]:
 
 @pytest.mark.timeout(1800 if FULL else 600)
 def test_a_parallel_backfill_is_exact_without_429_and_within_5_per_second(
-    airflow_db: Path, tmp_path: Path  # noqa: F811
+    airflow_db: Path, tmp_path: Path
 ) -> None:
     run_load(FULL_SIZE if FULL else CI_SIZE, airflow_db, tmp_path)
 

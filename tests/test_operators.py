@@ -13,8 +13,9 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -34,8 +35,14 @@ from airflow_provider_activities.operators.peopleai import (
     PeopleAIActivitiesToParquetOperator,
     PeopleAIParticipantsToParquetOperator,
 )
+from airflow_provider_activities.records.schemas import (
+    ACTIVITY_SCHEMA,
+    EXTRA_FIELD,
+    PARTICIPANT_SCHEMA,
+    file_schema,
+    schema_fingerprint,
+)
 from airflow_provider_activities.storage.publish import MANIFEST_NAME, STAGING_DIR, SUCCESS_NAME, discard_staging
-from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, EXTRA_FIELD, PARTICIPANT_SCHEMA, file_schema, schema_fingerprint
 from airflow_provider_activities.testing.sandbox import Sandbox
 from tests.test_publish import FailingOperations, InjectedFailure, contents
 
@@ -442,7 +449,8 @@ def test_iso_and_mixed_timestamps_give_the_same_files_as_epoch_milliseconds(
 
 def _patch_pages(monkeypatch: pytest.MonkeyPatch, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
     """Change every page the hook parses (the sandbox has no knob for this). The pages are
-    parsed in Python (``parse_page``), since ``change`` works on the records as dicts."""
+    parsed in Python (``parse_page``), since ``change`` works on the records as dicts.
+    """
     fetch = hook_module.PeopleAIHook._fetch_page
 
     def fetch_changed(self: Any, path: str, filters: dict[str, str], offset: int, parse: Any = None) -> Page:

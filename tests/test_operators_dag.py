@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -25,6 +26,7 @@ from sqlalchemy import select
 from airflow_provider_activities.compat import ObjectStoragePath
 from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA
 from airflow_provider_activities.testing.sandbox import Sandbox
+from tests.dag_fixtures import airflow_db  # noqa: F401
 from tests.s3_fixtures import moto_s3  # noqa: F401
 from tests.test_operators import (
     DAY,
@@ -43,8 +45,6 @@ from tests.test_operators import (
     read_dataset,
 )
 from tests.test_publish import contents
-
-from tests.dag_fixtures import airflow_db  # noqa: F401
 
 pytestmark = pytest.mark.dag
 

@@ -15,9 +15,10 @@ import asyncio
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -26,10 +27,10 @@ from airflow.sdk.bases.operator import ExecutorSafeguard
 from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_activities.api.errors import PeopleAIError
-from airflow_provider_activities.operators.peopleai import EXPORT_STATE_KEY, PeopleAIExportActivitiesToParquetOperator
-from airflow_provider_activities.storage.publish import MANIFEST_NAME, SUCCESS_NAME
 from airflow_provider_activities.export.spool import RawRecordConverter
+from airflow_provider_activities.operators.peopleai import EXPORT_STATE_KEY, PeopleAIExportActivitiesToParquetOperator
 from airflow_provider_activities.records.schemas import RAW_ACTIVITY_SCHEMA
+from airflow_provider_activities.storage.publish import MANIFEST_NAME, SUCCESS_NAME
 from airflow_provider_activities.testing.sandbox import Sandbox
 from airflow_provider_activities.triggers.peopleai import PeopleAIExportJobTrigger
 

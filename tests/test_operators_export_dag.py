@@ -8,7 +8,6 @@ then resumes the tasks, as a triggerer and a worker would; the task state store 
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 

@@ -15,16 +15,16 @@ import pytest
 
 from airflow_provider_activities.compat import ObjectStoragePath
 from airflow_provider_activities.records.convert import RecordConverter, SchemaMismatchError
-from airflow_provider_activities.storage.writer import FileInfo, PartitionedParquetWriter, dictionary_columns
-from airflow_provider_activities.storage.partitioning import plan_partitions
 from airflow_provider_activities.records.schemas import (
+    ACTIVITY_PER_RECORD_FIELDS,
     ACTIVITY_SCHEMA,
     PARTICIPANT_SCHEMA,
-    ACTIVITY_PER_RECORD_FIELDS,
     RAW_ACTIVITY_PER_RECORD_FIELDS,
     RAW_ACTIVITY_SCHEMA,
     file_schema,
 )
+from airflow_provider_activities.storage.partitioning import plan_partitions
+from airflow_provider_activities.storage.writer import FileInfo, PartitionedParquetWriter, dictionary_columns
 from tests.s3_fixtures import MotoS3, moto_s3, s3_root  # noqa: F401
 
 DAY_MS = 86_400_000

@@ -6,9 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
-
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from airflow_provider_activities import get_provider_info
 

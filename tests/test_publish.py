@@ -6,14 +6,15 @@ import functools
 import inspect
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from airflow_provider_activities.compat import ObjectStoragePath
 from airflow_provider_activities.records.convert import RecordConverter
-from airflow_provider_activities.storage.writer import FileInfo, PartitionedParquetWriter
+from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, file_schema, schema_fingerprint
 from airflow_provider_activities.storage.publish import (
     MANIFEST_NAME,
     STAGING_DIR,
@@ -23,7 +24,7 @@ from airflow_provider_activities.storage.publish import (
     new_staging_root,
     publish,
 )
-from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, file_schema, schema_fingerprint
+from airflow_provider_activities.storage.writer import FileInfo, PartitionedParquetWriter
 from tests.s3_fixtures import moto_s3  # noqa: F401
 from tests.test_parquet import ACTIVITY_FILE_SCHEMA, activity, hive_dataset
 

@@ -1,20 +1,21 @@
 """raw_export: sandbox export records into the nested RAW_ACTIVITY_SCHEMA exactly (every nested
 field), unknown fields to ``_extra`` by path, type errors naming path and uid; the day spool on
-disk giving the same days as memory; de-duplication independent of file order; bounds."""
+disk giving the same days as memory; de-duplication independent of file order; bounds.
+"""
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_activities.records.convert import SchemaMismatchError
 from airflow_provider_activities.export.spool import (
     DAY_COLUMN,
     SEQUENCE_COLUMN,
@@ -24,6 +25,7 @@ from airflow_provider_activities.export.spool import (
     deduplicate,
     spool_schema,
 )
+from airflow_provider_activities.records.convert import SchemaMismatchError
 from airflow_provider_activities.records.schemas import EXTRA_FIELD, RAW_ACTIVITY_SCHEMA
 from airflow_provider_activities.testing._export import ExportSettings
 from airflow_provider_activities.testing.sandbox import Sandbox

@@ -15,8 +15,8 @@ import pytest
 
 from airflow_provider_activities.testing.sandbox import Sandbox
 from tests.test_operators import (  # noqa: F401 - fixtures
-    START,
     DAY,
+    START,
     _execute_outside_the_task_runner,
     activities_op,
     activity_uids_by_partition,
@@ -124,7 +124,6 @@ def test_a_worker_killed_mid_run_leaves_the_previous_data_and_a_rerun_is_exact(
     import sys
     import time
 
-    import pyarrow.dataset as ds
 
     output = lake(tmp_path)
     run(activities_op(output), START, START + 2 * DAY)
@@ -168,7 +167,8 @@ def test_a_non_utc_interval_gives_exactly_the_records_of_those_instants(
     api: Sandbox, zone: str, local_start: tuple[int, ...]
 ) -> None:
     """Day filters are UTC days: an aware ``start``/``since`` in another zone is converted to UTC
-    before the day is taken (a bug fixed in ``check_aware``: the local date lost records)."""
+    before the day is taken (a bug fixed in ``check_aware``: the local date lost records).
+    """
     from datetime import timedelta, timezone
 
     import pendulum

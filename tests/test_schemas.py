@@ -106,7 +106,7 @@ def test_schema_has_every_vendor_field_with_its_type(schema: pa.Schema, vendor: 
 
 
 def test_specific_types() -> None:
-    assert TIMESTAMP == pa.timestamp("ms", tz="UTC")
+    assert pa.timestamp("ms", tz="UTC") == TIMESTAMP
     assert ACTIVITY_SCHEMA.field("ingested_at").type == TIMESTAMP
     assert ACTIVITY_SCHEMA.field("duration").type == pa.float64()
     assert PARTICIPANT_SCHEMA.field("duration").type == pa.int64()

@@ -153,7 +153,7 @@ class CraftedAPI:
              "password": self.sandbox.client_secret, "extra": extra}
         )
 
-    def __enter__(self) -> "CraftedAPI":
+    def __enter__(self) -> CraftedAPI:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -163,7 +163,7 @@ class CraftedAPI:
             protocol_version = "HTTP/1.1"
             timeout = 30
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def do_POST(self) -> None:  # the token endpoint

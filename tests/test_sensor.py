@@ -1,5 +1,6 @@
 """PeopleAINewActivitiesSensor against the sandbox over real HTTP: poke mode, deferrable mode
-(driving the trigger by hand), and whole DAGs run with ``dag.test()`` in every mode."""
+(driving the trigger by hand), and whole DAGs run with ``dag.test()`` in every mode.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pendulum
 import pytest
@@ -348,14 +350,15 @@ class TestInADag:
         self,
         sandbox: Sandbox,
         airflow_home: Path,
-        airflow_db: Path,  # noqa: F811
+        airflow_db: Path,
         monkeypatch: pytest.MonkeyPatch,
         trigger_events: list[dict[str, Any]],
         mode: str,
     ) -> None:
         """The first check finds one activity too few; two more arrive; the sensor (after
         deferring, poking again or being rescheduled) succeeds, and the downstream task gets its
-        XCom. Every mode gives the same result."""
+        XCom. Every mode gives the same result.
+        """
         dag = load_dag(airflow_home, f"peopleai_sensor_gate_{mode}")
         present = truth(sandbox, self.DAY)["count"]
         monkeypatch.setenv("AIRFLOW_VAR_SENSOR_TEST_MIN_COUNT", str(present + 2))
@@ -393,7 +396,7 @@ class TestInADag:
         self,
         sandbox: Sandbox,
         airflow_home: Path,
-        airflow_db: Path,  # noqa: F811
+        airflow_db: Path,
         monkeypatch: pytest.MonkeyPatch,
         trigger_events: list[dict[str, Any]],
     ) -> None:
@@ -408,7 +411,7 @@ class TestInADag:
         self,
         sandbox: Sandbox,
         airflow_home: Path,
-        airflow_db: Path,  # noqa: F811
+        airflow_db: Path,
         monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path,
     ) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,8 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
 
 def run_trigger(trigger: PeopleAINewActivitiesTrigger, during: Callable[[], Any] | None = None, after: float = 0.0) -> list[dict[str, Any]]:
     """Every event ``trigger.run()`` fires, in a new event loop (the triggerer's way, minus the
-    triggerer); ``during`` is called ``after`` seconds into the run, from the loop."""
+    triggerer); ``during`` is called ``after`` seconds into the run, from the loop.
+    """
 
     async def collect() -> list[dict[str, Any]]:
         if during is not None:

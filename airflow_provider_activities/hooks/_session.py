@@ -15,7 +15,7 @@ from airflow_provider_activities.api.config import EnvironmentProxies
 from airflow_provider_activities.api.protocol import ApiRequest
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
-READ_CHUNK_BYTES = 1 << 20  # a page (about 800 KB at 1000 records) in one or two reads
+READ_CHUNK_BYTES = 1 << 20  # a page of 1000 records in one or two reads
 
 
 def body_chunks(answer: requests.Response) -> Iterator[bytes]:

@@ -290,7 +290,7 @@ class PeopleAIHook(BaseHook):
         )
 
     def _stream(self, query: Query) -> RecordStream:
-        # Pages of dicts take about 1.7 MB per 1000 records: park no more than are in flight.
+        # Pages of dicts are large in memory: park no more than are in flight.
         return RecordStream(query, self._pages_of(query), read_ahead_depth=self.config.max_concurrency)
 
     def _batch_stream(self, query: Query, schema: pa.Schema, id_field: str) -> BatchStream:

@@ -26,7 +26,7 @@ declined, and the page goes the Python way, which keeps every rule and every err
   path refuses them), and reads the integer ``-0`` as ``-0.0`` (``json.loads`` reads ``0``).
   Such pages go the Python way, which decides.
 
-**Fields a page does not send.** Arrow's reader costs about 15% more for a page of records that
+**Fields a page does not send.** Arrow's reader costs more for a page of records that
 all lack one field of the schema than for the same page read with a schema without it. After
 the first page it reads, the parser leaves out the fields that no record of that page had
 (their columns were all null and their quoted names do not occur in the body); they come out

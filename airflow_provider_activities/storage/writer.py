@@ -70,7 +70,7 @@ def _leaf_paths(path: str, type_: pa.DataType) -> list[str]:
 DEFAULT_ROW_GROUP_SIZE = 100_000
 DEFAULT_MAX_ROWS_PER_FILE = 1_000_000
 DEFAULT_MAX_BUFFERED_ROWS = 100_000
-"""Rows buffered across all partitions (about 35 MB of activities in Arrow): the writer's memory
+"""Rows buffered across all partitions: the writer's memory
 does not grow with the run. With several partitions filling at once, the largest buffer is then
 written as a row group before it reaches ``row_group_size``."""
 _DRAIN_BYTES = 4 * 1024 * 1024

@@ -32,8 +32,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
@@ -135,7 +136,7 @@ def main() -> None:
     offsets = range(spec.page_size, total or 0, spec.page_size)
     rows = first if parse else min(spec.page_size, total)
     with ThreadPoolExecutor(max_workers=spec.concurrency) as pool:
-        for offset, (count, _, size) in zip(offsets, pool.map(fetch, offsets)):
+        for offset, (count, _, size) in zip(offsets, pool.map(fetch, offsets), strict=True):
             rows += count if parse else min(spec.page_size, total - offset)
             received += size
     clock.stop()

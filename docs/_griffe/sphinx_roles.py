@@ -97,7 +97,8 @@ class SphinxRoles(griffe.Extension):
     def _is_rendered(self, obj: griffe.Object) -> bool:
         if obj.is_alias:
             return False
-        module = next((m for m in sorted(self._modules, key=len, reverse=True) if obj.path == m or obj.path.startswith(m + ".")), None)
+        by_length = sorted(self._modules, key=len, reverse=True)
+        module = next((m for m in by_length if obj.path == m or obj.path.startswith(m + ".")), None)
         if module is None:
             return False
         if obj.path == module:
@@ -120,6 +121,6 @@ def _lookup(root: griffe.Module, path: str) -> griffe.Object | None:
         if current.is_alias:
             try:
                 current = current.final_target
-            except Exception:  # noqa: BLE001 - an alias that cannot be resolved is no target
+            except Exception:
                 return None
     return current

@@ -1,6 +1,7 @@
 """A polling (non-deferrable) delta export with a short ``execution_timeout`` and one immediate
 retry, for ``tests/test_operators_export_dag.py``: a job still running at the timeout fails the
-try; the retry finds the job again in the task state store instead of starting another."""
+try; the retry finds the job again in the task state store instead of starting another.
+"""
 
 from __future__ import annotations
 
