@@ -35,7 +35,7 @@ from airflow_provider_activities.lineage import (
     operator_lineage,
     run_lineage,
 )
-from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, RAW_ACTIVITY_SCHEMA
+from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, RAW_ACTIVITY_SCHEMA
 from tests.dag_fixtures import airflow_db  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -412,7 +412,7 @@ def task_events(events_file: Path, dag_id: str, task_id: str) -> dict[str, dict[
 @needs_openlineage
 @pytest.mark.dag
 def test_dag_test_with_the_file_transport_emits_complete_events_with_input_output_schema_and_statistics(
-    airflow_db: Path,  # noqa: F811
+    airflow_db: Path,
     airflow_home: Path,
     tmp_path: Path,
 ) -> None:

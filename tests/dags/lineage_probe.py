@@ -23,7 +23,7 @@ from airflow.sdk import DAG
 
 from airflow_provider_activities.compat import BaseOperator, ObjectStoragePath
 from airflow_provider_activities.lineage import OutputStatistics, run_lineage
-from airflow_provider_activities.schemas import ACTIVITY_SCHEMA, RAW_ACTIVITY_SCHEMA
+from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, RAW_ACTIVITY_SCHEMA
 
 ROWS_PER_FILE = (3, 2)
 
