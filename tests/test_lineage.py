@@ -35,7 +35,8 @@ from airflow_provider_activities.lineage import (
     operator_lineage,
     run_lineage,
 )
-from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, RAW_ACTIVITY_SCHEMA
+from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA, RAW_ACTIVITY_SCHEMA
+from airflow_provider_activities.testing.sandbox import Sandbox
 from tests.dag_fixtures import airflow_db  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -416,28 +417,40 @@ def test_dag_test_with_the_file_transport_emits_complete_events_with_input_outpu
     airflow_home: Path,
     tmp_path: Path,
 ) -> None:
+    """The real operators, against the sandbox, each emit START and COMPLETE events naming the API
+    endpoint they read and the dataset root they wrote, with its schema and (on COMPLETE) the rows,
+    bytes and files on disk; no secret reaches the file.
+    """
     dag_file = airflow_home / "dags" / "lineage_probe.py"
     dag_file.write_bytes((DAGS / "lineage_probe.py").read_bytes())
     events_file, lake = tmp_path / "openlineage.jsonl", tmp_path / "lake"
-    env = _env(
-        AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps({"type": "file", "log_file_path": str(events_file), "append": True}),
-        AIRFLOW__OPENLINEAGE__NAMESPACE="peopleai-tests",
-        AIRFLOW_VAR_LINEAGE_OUTPUT_PATH=f"file://{lake}",
-        AIRFLOW_VAR_LINEAGE_BASE_URL="https://client:s3cr3t-password@api.people.ai/?access_token=tok3n-value",
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", RUN_DAG, str(dag_file), "peopleai_lineage_probe"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    with Sandbox(seed=3, activities=600, days=3, rate_limit=None, client_secret="s3cr3t-password") as sandbox:
+        sandbox.export.settings.polls = 0
+        env = _env(
+            AIRFLOW__OPENLINEAGE__TRANSPORT=json.dumps({"type": "file", "log_file_path": str(events_file), "append": True}),
+            AIRFLOW__OPENLINEAGE__NAMESPACE="peopleai-tests",
+            AIRFLOW_VAR_LINEAGE_OUTPUT_PATH=f"file://{lake}",
+            AIRFLOW_CONN_PEOPLEAI_DEFAULT=sandbox.connection_json(),
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", RUN_DAG, str(dag_file), "peopleai_lineage_probe"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        api = sandbox.base_url
     states = json.loads(result.stdout.split("STATES ", 1)[1].splitlines()[0])
-    assert states == {"extract_activities": "success", "export_raw_activities": "success"}
+    assert states == {
+        "extract_activities": "success",
+        "extract_participants": "success",
+        "export_raw_activities": "success",
+    }
 
     cases = [
         ("extract_activities", "/v0/public/activities", "activities", ACTIVITY_SCHEMA),
+        ("extract_participants", "/v0/public/activities/participants", "participants", PARTICIPANT_SCHEMA),
         ("export_raw_activities", "/pull/v1/export/activities/jobs", "raw_activities", RAW_ACTIVITY_SCHEMA),
     ]
     for task_id, endpoint, dataset, schema in cases:
@@ -445,7 +458,7 @@ def test_dag_test_with_the_file_transport_emits_complete_events_with_input_outpu
         assert set(events) == {"START", "COMPLETE"}, (task_id, sorted(events))
         complete = events["COMPLETE"]
         assert complete["job"]["namespace"] == "peopleai-tests"
-        assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [("https://api.people.ai", endpoint)]
+        assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [(api, endpoint)]
         (output,) = complete["outputs"]
         assert (output["namespace"], output["name"]) == ("file", f"{lake}/{dataset}")
         assert output["facets"]["schema"]["fields"] == expected_fields(schema)
@@ -456,12 +469,12 @@ def test_dag_test_with_the_file_transport_emits_complete_events_with_input_outpu
             sum(path.stat().st_size for path in written),
             len(written),
         )
-        assert statistics["fileCount"] == 2 and statistics["rowCount"] == 5
+        assert statistics["rowCount"] > 0
         start = events["START"]  # before the run: the same datasets, the schema, no statistics yet
-        assert [(d["namespace"], d["name"]) for d in start["inputs"]] == [("https://api.people.ai", endpoint)]
+        assert [(d["namespace"], d["name"]) for d in start["inputs"]] == [(api, endpoint)]
         (planned,) = start["outputs"]
         assert (planned["namespace"], planned["name"]) == ("file", f"{lake}/{dataset}")
         assert planned["facets"]["schema"]["fields"] == expected_fields(schema)
         assert "outputStatistics" not in planned.get("outputFacets", {})
     text = events_file.read_text()
-    assert not [secret for secret in SECRETS if secret in text]
+    assert not [secret for secret in (*SECRETS, "sandbox-client-id") if secret in text]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,13 +21,17 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from airflow_provider_activities import __version__
+from airflow_provider_activities.api.config import ClientConfig
 from airflow_provider_activities.api.validation import is_template
 from airflow_provider_activities.compat import Asset, AssetAlias, BaseHook, ObjectStoragePath
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook
+from airflow_provider_activities.lineage import OutputStatistics, run_lineage
 from airflow_provider_activities.storage.publish import discard_staging, new_staging_root, publish
 from airflow_provider_activities.storage.writer import FileInfo, PartitionedParquetWriter
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
     from airflow_provider_activities.compat import Context
 
 SUPPORTED_SCHEMES = ("file", "s3", "s3a", "gs", "gcs", "abfs", "abfss", "az")
@@ -113,6 +117,46 @@ class RunStats:
 
 
 @dataclass
+class LineageFacts:
+    """What a run learnt that its OpenLineage facets name (no secret: a base URL and a path).
+
+    :param base_url: the API's base URL, from the connection.
+    :param endpoint_path: the endpoint read (or the export jobs path).
+    :param statistics: what the run published; ``None`` before it did.
+    """
+
+    base_url: str
+    endpoint_path: str
+    statistics: OutputStatistics | None = None
+
+
+def openlineage_facets(
+    task: Any, schema: pa.Schema, endpoint_path: Callable[[ClientConfig], str], facts: LineageFacts | None
+) -> OperatorLineage | None:
+    """The ``OperatorLineage`` of an operator: the People.ai endpoint in, its dataset root out.
+
+    Before the run (``facts`` is ``None``) the base URL and the endpoint come from the connection;
+    after it, from what the run recorded, with its statistics. ``None`` when the OpenLineage
+    provider is not installed.
+
+    :param task: the operator (``output_path``, ``dataset`` and ``peopleai_conn_id``, rendered).
+    :param schema: the dataset's Arrow schema.
+    :param endpoint_path: the operator's endpoint for a connection's settings.
+    :param facts: what the run recorded, or ``None`` before it ran.
+    """
+    if facts is None:
+        config = connected_hook(task.peopleai_conn_id).config
+        facts = LineageFacts(config.base_url, endpoint_path(config))
+    return run_lineage(
+        base_url=facts.base_url,
+        endpoint_path=facts.endpoint_path,
+        root=f"{check_output_path(task.output_path)}/{task.dataset}",
+        schema=schema,
+        statistics=facts.statistics,
+    )
+
+
+@dataclass
 class ParquetOutput:
     """One operator's dataset in the lake, and how a run writes and publishes it.
 
@@ -130,6 +174,8 @@ class ParquetOutput:
     compression: str
     max_rows_per_file: int
     plain_columns: frozenset[str] = frozenset()
+    statistics: OutputStatistics | None = None
+    """Rows, bytes and files of what :meth:`publish` published (for the lineage facets)."""
 
     @cached_property
     def root(self) -> ObjectStoragePath:
@@ -207,6 +253,7 @@ class ParquetOutput:
             "finished_at": datetime.now(timezone.utc).isoformat(),
         }
         published = publish(staging, self.dataset_root, files, manifest, schema=schema)
+        self.statistics = OutputStatistics.of_files(files)
         seconds = time.monotonic() - started
         summary = {
             "dataset": self.dataset,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pyarrow as pa
 
 from airflow_provider_activities import DEFAULT_CONN_ID
+from airflow_provider_activities.api.config import ClientConfig
 from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIError
 from airflow_provider_activities.api.export import (
     MAX_DAYS,
@@ -39,17 +40,21 @@ from airflow_provider_activities.export.jobs import ExportJobs, wait_is_over
 from airflow_provider_activities.export.spool import RawExportBuffer
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook
 from airflow_provider_activities.operators._run import (
+    LineageFacts,
     ParquetOutput,
     RunStats,
     check_output_path,
     check_writer_options,
     connected_hook,
     default_outlets,
+    openlineage_facets,
 )
 from airflow_provider_activities.records.schemas import RAW_ACTIVITY_PER_RECORD_FIELDS, RAW_ACTIVITY_SCHEMA, file_schema
 from airflow_provider_activities.triggers.peopleai import ERROR_AUTH, PeopleAIExportJobTrigger
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
     from airflow_provider_activities.compat import Context
 
 EXPORT_STATE_KEY = "peopleai_export_jobs"
@@ -192,6 +197,7 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = check_seconds(poll_interval, "poll_interval")
         self.max_days_per_job = max_days_per_job
+        self._lineage: LineageFacts | None = None
         self.time_column, self.date_key = EXPORT_DATASETS[export_type][1:]
 
     # -- the run ------------------------------------------------------------------------------
@@ -403,9 +409,24 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
             outside=counts.outside,
         )
         summary = output.publish(self, context, staging, files, schema_in_files, interval, self.partition_by, run, started)
+        self._lineage = LineageFacts(hook.config.base_url, hook.config.export_jobs_path, output.statistics)
         summary["jobs"] = [entry["job_id"] for entry in job_list]
         store = context.get("task_state_store")
         if store is not None:
             store.delete(EXPORT_STATE_KEY)
         return summary
 
+    # -- lineage ------------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_start(self) -> OperatorLineage | None:
+        """OpenLineage: the export jobs endpoint and the dataset root written, with its schema."""
+        return openlineage_facets(self, self.schema, _export_jobs_path, None)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: as on start, with the rows, bytes and files the run published."""
+        return openlineage_facets(self, self.schema, _export_jobs_path, self._lineage)
+
+
+def _export_jobs_path(config: ClientConfig) -> str:
+    """The endpoint an export run names as its input: where jobs are created (never a file URL)."""
+    return config.export_jobs_path

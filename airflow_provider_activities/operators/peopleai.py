@@ -27,19 +27,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_activities import DEFAULT_CONN_ID
-from airflow_provider_activities.api.protocol import ACTIVITY_TYPES
+from airflow_provider_activities.api.config import ClientConfig
+from airflow_provider_activities.api.protocol import ACTIVITY_TYPES, PARTICIPANTS_PATH, activities_path
 from airflow_provider_activities.api.validation import check_activity_type, is_template, parse_moment
 from airflow_provider_activities.compat import BaseOperator, ObjectStoragePath
 from airflow_provider_activities.hooks.peopleai import BatchStream, PeopleAIHook
 from airflow_provider_activities.operators._run import (
     COMPRESSIONS,
     SUPPORTED_SCHEMES,
+    LineageFacts,
     ParquetOutput,
     RunStats,
     check_output_path,
     check_writer_options,
     connected_hook,
     default_outlets,
+    openlineage_facets,
 )
 from airflow_provider_activities.operators.export import EXPORT_STATE_KEY, PeopleAIExportActivitiesToParquetOperator
 from airflow_provider_activities.records.schemas import (
@@ -52,6 +55,8 @@ from airflow_provider_activities.records.schemas import (
 from airflow_provider_activities.storage.partitioning import OTHER_TYPE, PartitionPlan, plan_partitions
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
     from airflow_provider_activities.compat import Context
 
 __all__ = [
@@ -111,8 +116,13 @@ class _PeopleAIToParquetOperator(BaseOperator):
         self.partition_by = partition_by
         self.compression = compression
         self.max_rows_per_file = max_rows_per_file
+        self._lineage: LineageFacts | None = None
 
     # -- what subclasses provide ------------------------------------------------------------
+
+    def _endpoint_path(self, config: ClientConfig) -> str:
+        """The endpoint the run reads."""
+        raise NotImplementedError
 
     def _plan(self, start: datetime, end: datetime) -> PartitionPlan:
         return plan_partitions(start, end, self.partition_by, typed=False)
@@ -186,7 +196,19 @@ class _PeopleAIToParquetOperator(BaseOperator):
             duplicates=stats.duplicates,
             outside=stats.outside + dropped,
         )
-        return output.publish(self, context, staging, files, schema_in_files, (start, end), self.partition_by, run, started)
+        summary = output.publish(self, context, staging, files, schema_in_files, (start, end), self.partition_by, run, started)
+        self._lineage = LineageFacts(hook.config.base_url, stream.path, output.statistics)
+        return summary
+
+    # -- lineage ------------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_start(self) -> OperatorLineage | None:
+        """OpenLineage: the endpoint read and the dataset root written, with its schema."""
+        return openlineage_facets(self, self.schema, self._endpoint_path, None)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage: as on start, with the rows, bytes and files the run published."""
+        return openlineage_facets(self, self.schema, self._endpoint_path, self._lineage)
 
 
 class PeopleAIActivitiesToParquetOperator(_PeopleAIToParquetOperator):
@@ -257,6 +279,9 @@ class PeopleAIActivitiesToParquetOperator(_PeopleAIToParquetOperator):
 
     def _open_stream(self, hook: PeopleAIHook, plan: PartitionPlan) -> BatchStream:
         return hook.stream_activity_batches(plan.start, plan.end, self.activity_type or None)
+
+    def _endpoint_path(self, config: ClientConfig) -> str:
+        return activities_path(self.activity_type or None)
 
     def _select(self, batch: pa.RecordBatch, unknown_types: set[str]) -> tuple[pa.RecordBatch, int]:
         """With one ``activity_type``, keep its rows only (a type-less row is taken as that type).
@@ -330,3 +355,6 @@ class PeopleAIParticipantsToParquetOperator(_PeopleAIToParquetOperator):
 
     def _open_stream(self, hook: PeopleAIHook, plan: PartitionPlan) -> BatchStream:
         return hook.stream_participant_batches(plan.start, plan.end)
+
+    def _endpoint_path(self, config: ClientConfig) -> str:
+        return PARTICIPANTS_PATH
