@@ -193,6 +193,9 @@ def test_unreachable_redis_falls_back_with_one_warning(caplog: pytest.LogCapture
         assert not _is_shared(budget)
         for _ in range(5):
             drivers[0].release(LOCAL_LEASE)
+        wait, lease = budget.local.acquire()  # a released slot rests a window
+        assert lease == LOCAL_LEASE and budget.rule.window - 0.05 < wait <= budget.rule.window
+        budget.local.release(lease)
         time.sleep(0.15)
         assert drivers[1].try_acquire() is not None  # another try at Redis, failing again, quietly
         with running_redis(port, "--requirepass", password):  # Redis comes back: the budget is shared again

@@ -439,6 +439,12 @@ class LocalBudget:
         wait = self.limiter.try_acquire(time.monotonic())
         return None if wait is None else (wait, LOCAL_LEASE)
 
+    def acquire(self) -> tuple[float, str]:
+        """Take a slot, blocking this thread while every slot is in use: ``(seconds to wait before
+        sending, LOCAL_LEASE)``.
+        """
+        return self.limiter.acquire(time.monotonic), LOCAL_LEASE
+
     def release(self, lease: str) -> None:
         """Give back a slot whose request was answered (or failed) now.
 
