@@ -27,7 +27,8 @@ class TestConfig:
     def test_defaults(self) -> None:
         cfg = config(None)
         assert cfg.base_url == "https://api.people.ai"
-        assert (cfg.page_size, cfg.requests_per_second, cfg.max_concurrency) == (1000, 5.0, 10)
+        # page_size: None, the client learns the largest page the server takes (issue 14; was 1000)
+        assert (cfg.page_size, cfg.requests_per_second, cfg.max_concurrency) == (None, 5.0, 10)
         assert "secret-value" not in repr(cfg)
 
     @pytest.mark.parametrize(

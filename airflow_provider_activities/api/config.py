@@ -40,7 +40,11 @@ EXTRA_FIELDS: dict[str, ExtraField] = {
         "Token path", "Path of the OAuth2 client-credentials token endpoint.", "string", "/auth/v1/tokens"
     ),
     "page_size": ExtraField(
-        "Page size", "Records asked for per page (the API's `limit`, 1 to 100000).", "integer", 1000
+        "Page size",
+        "Records asked for per page (the API's `limit`, 1 to 100000). Empty: as many as the server takes "
+        "and memory allows, learnt from its answers (fewer requests under the rate limit).",
+        "integer",
+        None,
     ),
     "requests_per_second": ExtraField(
         "Requests per second",
@@ -130,7 +134,7 @@ class ClientConfig:
     client_id: str
     client_secret: str = field(repr=False)
     token_path: str = "/auth/v1/tokens"
-    page_size: int = 1000
+    page_size: int | None = None
     requests_per_second: float = 5.0
     max_concurrency: int = 10
     timeout: float = 60.0
@@ -208,7 +212,7 @@ def _coerce_extra(conn_id: str, name: str, value: Any, spec: ExtraField) -> Any:
 
 
 def _check_ranges(conn_id: str, values: dict[str, Any]) -> None:
-    if not 1 <= values["page_size"] <= 100_000:
+    if values["page_size"] is not None and not 1 <= values["page_size"] <= 100_000:
         raise ValueError(f"Connection {conn_id!r}: extra 'page_size' must be 1 to 100000, got {values['page_size']}.")
     if values["requests_per_second"] <= 0:
         raise ValueError(f"Connection {conn_id!r}: extra 'requests_per_second' must be above 0.")

@@ -253,7 +253,7 @@ def shared_token_cache(token_url: str, client_id: str, client_secret: str) -> To
 
 
 def forget_endpoint(base_url: str) -> None:
-    """Drop the process's cached tokens and rate limiters for the API at ``base_url``.
+    """Drop the process's cached tokens, rate limiters and learnt page sizes for the API at ``base_url``.
 
     For a new server at an address another one used before (the sandbox on a reused loopback
     port): what was cached for the old one would only earn a 401 or a stale pacing state.
@@ -265,3 +265,6 @@ def forget_endpoint(base_url: str) -> None:
     with _SHARED_LIMITERS_LOCK:
         for limiter_key in [key for key in _SHARED_LIMITERS if key[0] == base]:
             del _SHARED_LIMITERS[limiter_key]
+    from airflow_provider_activities.api.pagination import forget_page_sizes  # (pagination imports this module)
+
+    forget_page_sizes(base)

@@ -139,11 +139,15 @@ class Page:
     :param total: ``meta.total`` when the API sent an envelope, else ``None``.
     :param batch: the records as a ``pyarrow.RecordBatch``, when the page was parsed straight
         into Arrow (:mod:`airflow_provider_activities.records.arrow_pages`); ``None`` otherwise.
+    :param limit: ``meta.limit`` when the API sent a valid one (the page size it applied), else ``None``.
+    :param body_bytes: the size of the body the page was read from.
     """
 
     records: list[dict[str, Any]]
     total: int | None
     batch: Any = None
+    limit: int | None = None
+    body_bytes: int = 0
 
     @property
     def count(self) -> int:
@@ -255,7 +259,16 @@ def parse_page(body: bytes) -> Page:
     else:
         raise RefusedResponseError(f"page is {_kind(payload)}, not a list nor a {{'data': [...]}} envelope")
     _check_records(records)
-    return Page(records=records, total=total)
+    limit = _meta_limit(payload.get("meta")) if isinstance(payload, dict) else None
+    return Page(records=records, total=total, limit=limit, body_bytes=len(body))
+
+
+def _meta_limit(meta: Any) -> int | None:
+    """``meta.limit`` when it is a positive whole number, else ``None`` (only a hint: never refused)."""
+    limit = meta.get("limit") if isinstance(meta, dict) else None
+    if type(limit) is float and limit.is_integer():
+        limit = int(limit)
+    return limit if type(limit) is int and limit > 0 else None
 
 
 def _meta_total(meta: Any) -> int | None:

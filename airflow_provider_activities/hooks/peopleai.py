@@ -44,7 +44,7 @@ from airflow_provider_activities.api.export import (
     parse_export_job,
 )
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, obtain_token
-from airflow_provider_activities.api.pagination import PagePlan, read_passes
+from airflow_provider_activities.api.pagination import PagePlan, PageSizes, page_flow, page_sizes, read_passes
 from airflow_provider_activities.api.policy import (
     RetryPolicy,
     SharedRateLimiter,
@@ -245,27 +245,35 @@ class PeopleAIHook(BaseHook):
 
     # -- pagination ---------------------------------------------------------------------------
 
-    def _fetch_page(self, path: str, filters: dict[str, str], offset: int, parse: Callable[[bytes], Page] = parse_page) -> Page:
-        return self.run(page_request(path, filters, offset, self.config.page_size, self.config.max_response_bytes), parse)
+    def _fetch_page(
+        self, path: str, filters: dict[str, str], offset: int, parse: Callable[[bytes], Page] = parse_page
+    ) -> Page:
+        sizes = self._page_sizes(path)
+        return self._drive(page_flow(path, filters, offset, sizes, self._policy, parse, self.log, self.config.max_response_bytes))
+
+    def _page_sizes(self, path: str) -> PageSizes:
+        """The page sizes of ``path``: the connection's ``page_size``, or what the process learnt."""
+        return page_sizes(self.config.base_url, path, self.config.page_size)
 
     def _read_pages(self, query: Query, parse: Callable[[bytes], Page]) -> Iterator[Page]:
         """Every page of ``query``, in offset order, parsed by ``parse`` in the page threads; another
         pass when ``meta.total`` moved. Pages are fetched ahead, ``max_concurrency`` at a time.
         """
         started = time.monotonic()
-        depth = self.config.max_concurrency
+        sizes = self._page_sizes(query.path)
         received_pages = 0
-        with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="peopleai-page") as pool:
-            for plan in read_passes(query.path, self.config.page_size, self.log):
+        with ThreadPoolExecutor(max_workers=self.config.max_concurrency, thread_name_prefix="peopleai-page") as pool:
+            for plan in read_passes(query.path, sizes.limit(), self.log):
                 last_report = time.monotonic()
                 pending: dict[int, Future[Page]] = {}
                 try:
                     while not plan.done:
+                        depth = sizes.in_flight(self.config.max_concurrency)
                         for offset in plan.next_offsets(pending.keys(), depth):
                             pending[offset] = pool.submit(self._fetch_page, query.path, query.filters, offset, parse)
                         offset = plan.offset
                         page = pending.pop(offset).result()
-                        plan.receive(offset, page.count, page.total)
+                        plan.receive(offset, page.count, page.total, next_limit=sizes.limit())
                         for stale in [o for o in pending if o < plan.offset]:
                             pending.pop(stale).cancel()
                         received_pages += 1
@@ -297,7 +305,7 @@ class PeopleAIHook(BaseHook):
         return BatchStream(
             query,
             self._pages_of(query),
-            read_ahead_depth=batch_read_ahead_depth(self.config.page_size),
+            read_ahead_depth=batch_read_ahead_depth(self._page_sizes(query.path).limit()),
             schema=schema,
             id_field=id_field,
             arrow_parsing=self.config.arrow_parsing,

@@ -25,7 +25,7 @@ import aiohttp
 from airflow_provider_activities import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_activities.api.config import ClientConfig, EnvironmentProxies
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, obtain_token
-from airflow_provider_activities.api.pagination import read_passes
+from airflow_provider_activities.api.pagination import page_flow, page_sizes, read_passes
 from airflow_provider_activities.api.policy import (
     RetryPolicy,
     SharedRateLimiter,
@@ -33,7 +33,7 @@ from airflow_provider_activities.api.policy import (
     shared_rate_limiter,
     shared_token_cache,
 )
-from airflow_provider_activities.api.protocol import ApiRequest, page_request, parse_page
+from airflow_provider_activities.api.protocol import ApiRequest, parse_page
 from airflow_provider_activities.api.queries import DistinctRecords, IngestCount, ingested_query, latest_ingested_ms
 from airflow_provider_activities.api.validation import ms_to_datetime
 from airflow_provider_activities.compat import BaseHook, mask_secret
@@ -263,12 +263,16 @@ class PeopleAIAsyncHook(BaseHook):
         distinct = DistinctRecords(query.bounds)
         latest: int | None = None
         pages = 0
-        for plan in read_passes(query.path, config.page_size, self.log):
+        sizes = page_sizes(config.base_url, query.path, config.page_size)
+        assert self._policy is not None
+        for plan in read_passes(query.path, sizes.limit(), self.log):
             while not plan.done:
                 offset = plan.offset
-                request = page_request(query.path, query.filters, offset, config.page_size, config.max_response_bytes)
-                page = await self.run(request, parse_page)
-                plan.receive(offset, len(page.records), page.total)
+                flow = page_flow(
+                    query.path, query.filters, offset, sizes, self._policy, parse_page, self.log, config.max_response_bytes
+                )
+                page = await self._drive(flow)
+                plan.receive(offset, len(page.records), page.total, next_limit=sizes.limit())
                 pages += 1
                 latest = latest_ingested_ms(distinct.apply(page.records), latest)
         stats = distinct.stats

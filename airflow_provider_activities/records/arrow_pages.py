@@ -132,9 +132,11 @@ class ArrowPageParser:
         records = data.flatten()
         if records.null_count:  # a null record
             return None
-        total = table.column("meta").chunk(0).field("total")[0].as_py() if table.column("meta").null_count == 0 else None
+        meta = table.column("meta").chunk(0) if table.column("meta").null_count == 0 else None
+        total = meta.field("total")[0].as_py() if meta is not None else None
         if total is not None and total < 0:
             return None
+        limit = meta.field("limit")[0].as_py() if meta is not None else None
         batch = self._to_batch(records)
         try:
             batch.validate(full=True)  # UTF-8 of every string
@@ -142,7 +144,7 @@ class ArrowPageParser:
             return None
         if not all(_plain_floats(batch.column(name)) for name in self._float_fields):
             return None
-        return Page(records=[], total=total, batch=batch)
+        return Page(records=[], total=total, batch=batch, limit=limit if limit and limit > 0 else None, body_bytes=len(body))
 
     @staticmethod
     def _read(body: bytes, options: pa_json.ParseOptions) -> pa.Table | None:

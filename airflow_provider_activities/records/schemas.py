@@ -1,7 +1,7 @@
 """Explicit Arrow schemas of the records the provider writes, field by field from the vendor documents.
 
-The vendor's Activity API document describes its activity and participant records (vendor type names ``integer``, ``boolean``, ``string``, ``float``,
-``timestamp``). They map to Arrow as:
+The vendor's Activity API document describes its activity and participant records (vendor type
+names ``integer``, ``boolean``, ``string``, ``float``, ``timestamp``). They map to Arrow as:
 
 * ``integer`` -> ``int64``; ``boolean`` -> ``bool``; ``string`` -> ``string``;
 * ``timestamp`` -> ``timestamp("ms", tz="UTC")`` (the API sends epoch milliseconds or ISO-8601);
