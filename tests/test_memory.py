@@ -6,8 +6,8 @@ RSS is the child's own high-water mark (``VmHWM``, read by the child at its end;
 from ``os.wait4`` where there is no ``/proc``: on Linux that one also counts the parent's pages
 at the fork, since the high-water mark of the image replaced by exec is kept).
 
-The operator streams: pages of 1000 (10 read ahead), Parquet row groups, and a writer buffer of
-at most 250k rows across partitions. Two things still grow with the day (measured numbers in
+The operator streams: pages sized to a byte budget (``api/pagination.py``), Parquet row groups,
+and a writer buffer of at most 250k rows across partitions. Two things still grow with the day (measured numbers in
 ``docs/reliability.md``):
 
 * the day's de-duplication set of uids (``api/records.py``), about 0.12 KB per activity;
@@ -18,8 +18,9 @@ at most 250k rows across partitions. Two things still grow with the day (measure
 So the bound is ``MEMORY_RATIO`` x the small peak, plus ``MEMORY_ALLOWANCE_MB``, plus
 ``KB_PER_ACTIVITY`` for each activity more: a regression that kept records (1 KB or more each)
 fails it. Sizes: CI compares 20k with 200k activities, with the writer scaled down tenfold
-(row groups of 10k, 25k rows buffered) so both sizes are past its buffer plateau, as a real
-1M day is past the default one (about 40 s). ``PEOPLEAI_FULL_LOAD=1`` compares 300k with the
+(row groups of 10k, 25k rows buffered) and the client's page-size budgets scaled down tenfold
+as well, so both sizes are past the writer's buffer plateau and the page-size plateau, as a real
+1M day is past the default ones (about 40 s). ``PEOPLEAI_FULL_LOAD=1`` compares 300k with the
 issue's 1M with the operator's defaults (about 2 minutes).
 """
 
@@ -43,6 +44,7 @@ DAY = datetime(2026, 11, 2, tzinfo=timezone.utc)
 FULL = os.environ.get("PEOPLEAI_FULL_LOAD") == "1"
 SIZES = (300_000, 1_000_000) if FULL else (20_000, 200_000)
 WRITER = (0, 0) if FULL else (10_000, 25_000)  # (row_group_size, max_buffered_rows); 0: the defaults
+PAGE_SCALE = 1 if FULL else 10  # page-size budgets divided by this (api/pagination.py); 1: the defaults
 MEMORY_RATIO = 1.2
 MEMORY_ALLOWANCE_MB = 60.0
 KB_PER_ACTIVITY = 0.25
@@ -51,12 +53,15 @@ _CHILD = r"""
 import functools, json, logging, sys, time
 from airflow.sdk.bases.operator import ExecutorSafeguard
 ExecutorSafeguard.test_mode = True
+import airflow_provider_activities.api.pagination as pagination_module
 import airflow_provider_activities.operators._run as operator_module
 import airflow_provider_activities.storage.writer as parquet_module
 from airflow_provider_activities.operators.peopleai import PeopleAIActivitiesToParquetOperator
 
 logging.getLogger("airflow").setLevel(logging.WARNING)
-start, end, output, row_group_size, max_buffered_rows = sys.argv[1:6]
+start, end, output, row_group_size, max_buffered_rows, page_scale = sys.argv[1:7]
+for name in ("FIRST_PAGE_SIZE", "PAGE_BYTES_BUDGET", "IN_FLIGHT_BYTES_BUDGET"):
+    setattr(pagination_module, name, int(getattr(pagination_module, name) / float(page_scale)))
 if int(row_group_size):
     operator_module.PartitionedParquetWriter = functools.partial(
         parquet_module.PartitionedParquetWriter, row_group_size=int(row_group_size), max_buffered_rows=int(max_buffered_rows)
@@ -82,18 +87,22 @@ print("RESULT " + json.dumps({"rows": summary["rows"], "seconds": time.monotonic
 """
 
 
-def extract_in_child(sandbox: Sandbox, output: Path, log: Path, writer: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+def extract_in_child(
+    sandbox: Sandbox, output: Path, log: Path, writer: tuple[int, int] = (0, 0), page_scale: int = 1
+) -> dict[str, Any]:
     """Run the operator for ``DAY`` in a fresh process; its result line and peak RSS (MB).
 
     :param writer: ``(row_group_size, max_buffered_rows)`` of the Parquet writer; ``(0, 0)``
         keeps the operator's defaults (100k and 250k rows).
+    :param page_scale: the page-size budgets (first page, page bytes, bytes in flight) are
+        divided by it; 1 keeps the client's defaults.
     """
     env = {
         **os.environ,
-        # CPU-bound: the client never paces; pages of 1000, 10 in flight (the defaults)
+        # CPU-bound: the client never paces; page sizes and pages in flight are the client's own
         "AIRFLOW_CONN_PEOPLEAI_DEFAULT": sandbox.connection_json(requests_per_second=10_000),
     }
-    args = [sys.executable, "-c", _CHILD, DAY.isoformat(), (DAY + timedelta(days=1)).isoformat(), output.as_uri(), *map(str, writer)]
+    args = [sys.executable, "-c", _CHILD, DAY.isoformat(), (DAY + timedelta(days=1)).isoformat(), output.as_uri(), *map(str, writer), str(page_scale)]
     with open(log, "w+") as out:
         process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
         try:
@@ -122,7 +131,7 @@ def measure(activities: int, tmp_path: Path, writer: tuple[int, int] = (0, 0)) -
     output = tmp_path / f"lake-{activities}"
     with Sandbox(seed=11, activities=activities, start=DAY, days=1, rate_limit=None) as sandbox:
         began = time.monotonic()
-        result = extract_in_child(sandbox, output, tmp_path / f"child-{activities}.log", writer)
+        result = extract_in_child(sandbox, output, tmp_path / f"child-{activities}.log", writer, PAGE_SCALE)
         result["wall"] = time.monotonic() - began
         expected = {kind: sandbox.activity_count(DAY, DAY + timedelta(days=1), kind) for kind in ("call", "email", "meeting")}
     assert result["rows"] == activities == sum(expected.values())

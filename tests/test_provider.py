@@ -27,7 +27,8 @@ def test_connection_type_and_form() -> None:
     assert behaviour["relabeling"]["login"].startswith("API key")
     fields = conn["conn-fields"]
     assert {"token_path", "page_size", "requests_per_second", "max_concurrency", "timeout", "max_retries"} <= set(fields)
-    assert fields["page_size"]["schema"]["default"] == 1000
+    # page_size: no default, the client learns the largest page the server takes (issue 14; was 1000)
+    assert fields["page_size"]["schema"]["default"] is None
     assert all(field["label"] and field["description"] for field in fields.values())
     for module in (m for group in ("hooks", "operators", "sensors", "triggers") for item in info.get(group, []) for m in item["python-modules"]):
         __import__(module)

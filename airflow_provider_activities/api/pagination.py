@@ -47,7 +47,7 @@ MIN_PAGE_SIZE = 100
 """The smallest ``limit`` the client shrinks to after 400 answers."""
 PAGE_BYTES_BUDGET = 32 * 1024 * 1024
 """The body size a page is sized for, once the size of a record is known."""
-IN_FLIGHT_BYTES_BUDGET = 96 * 1024 * 1024
+IN_FLIGHT_BYTES_BUDGET = 64 * 1024 * 1024
 """The bodies of all pages in flight at once: fewer pages are fetched ahead when they are large."""
 
 

@@ -58,7 +58,11 @@ def read_capped(answer: requests.Response, cap: int) -> bytes:
         size += len(chunk)
         if size > cap:
             break
-    return b"".join(chunks)
+    if len(chunks) == 1:
+        return chunks[0]
+    body = b"".join(chunks)
+    chunks.clear()  # the pieces go before the body is parsed, not when this frame ends
+    return body
 
 
 class Session(requests.Session):

@@ -34,9 +34,12 @@ PageReader = Callable[[Callable[[bytes], Page]], Iterator[Page]]
 
 
 def batch_read_ahead_depth(page_size: int) -> int:
-    """Pages a :class:`BatchStream` parks ahead: one batch's worth (at least 2), so that fetching
-    goes on while the consumer converts and writes the previous batch.
+    """Pages a :class:`BatchStream` parks ahead: one batch's worth, so that fetching goes on while
+    the consumer converts and writes the previous batch (at least 2 small pages, or 1 page as large
+    as a batch).
     """
+    if page_size >= BATCH_ROWS:
+        return 1
     return max(2, -(-BATCH_ROWS // page_size))
 
 
