@@ -29,15 +29,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from airflow_provider_activities.testing._data import DAY_MS, EXTRA_INDEX_BASE, Generator, mix64, to_ms
 from airflow_provider_activities.testing._pools import crm_id
+from airflow_provider_activities.testing._server import ErrorMaker, Request, Response
 from airflow_provider_activities.testing._store import Extra, Filter, Store
-
-if TYPE_CHECKING:
-    from airflow_provider_activities.testing.sandbox import _Request, _Response
 
 UTC = timezone.utc
 EXPORT_JOBS_PATH = "/pull/v1/export/activities/jobs"
@@ -536,10 +534,8 @@ class ExportService:
 
     # -- HTTP ------------------------------------------------------------------------------------
 
-    def create(self, request: _Request, error: Any) -> _Response:
+    def create(self, request: Request, error: ErrorMaker) -> Response:
         """``POST /pull/v1/export/activities/jobs``."""
-        from airflow_provider_activities.testing.sandbox import _Response
-
         path = request.path
         try:
             body = json.loads(request.body or b"null")
@@ -604,14 +600,14 @@ class ExportService:
             self._jobs[job_id] = job
             self._note_peaks()
             answer = job.answer()
-        return _Response(200, json.dumps(answer).encode())
+        return Response(200, json.dumps(answer).encode())
 
     def _note_peaks(self) -> None:
         live = [job for job in self._jobs.values() if not job.expired]
         self.peak_running = max(self.peak_running, sum(job.state == "Running" for job in live))
         self.peak_active = max(self.peak_active, sum(job.state in ("Queued", "Running") for job in live))
 
-    def _job(self, job_id: str, path: str, error: Any) -> ExportJobRecord | Any:
+    def _job(self, job_id: str, path: str, error: ErrorMaker) -> ExportJobRecord | Any:
         if not _JOB_ID_RE.match(job_id):
             return error(400, path, f"Malformed job id {job_id!r}")
         job = self._jobs.get(job_id)
@@ -619,10 +615,8 @@ class ExportService:
             return error(404, path, f"Export job {job_id} not found")
         return job
 
-    def status_or_data(self, request: _Request, error: Any) -> _Response:
+    def status_or_data(self, request: Request, error: ErrorMaker) -> Response:
         """``GET /pull/v1/export/activities/jobs/{job_id}`` and ``.../{job_id}/data``."""
-        from airflow_provider_activities.testing.sandbox import _Response
-
         path = request.path
         rest = path[len(EXPORT_JOBS_PATH) + 1 :]
         job_id, _, tail = rest.partition("/")
@@ -634,7 +628,7 @@ class ExportService:
                 return job
             if tail == "":
                 self._poll(job)
-                return _Response(200, json.dumps(job.answer()).encode())
+                return Response(200, json.dumps(job.answer()).encode())
             if job.state != "Completed":
                 return error(400, path, f"Export job {job_id} is {job.state}, not Completed: no data")
             job.downloads += 1
@@ -642,11 +636,11 @@ class ExportService:
             gzipped = job.gzipped
         settings = self.settings
         if settings.redirect_url is not None:
-            return _Response(302, b"", headers={"Location": settings.redirect_url})
+            return Response(302, b"", headers={"Location": settings.redirect_url})
         if settings.redirect == "same_host":
-            return _Response(302, b"", headers={"Location": self._signed(job_id)})
+            return Response(302, b"", headers={"Location": self._signed(job_id)})
         if settings.redirect == "other_host":
-            return _Response(302, b"", headers={"Location": self.file_host_url + self._signed(job_id)})
+            return Response(302, b"", headers={"Location": self.file_host_url + self._signed(job_id)})
         return self._file_response(job_id, data, gzipped)
 
     def _poll(self, job: ExportJobRecord) -> None:
@@ -674,7 +668,7 @@ class ExportService:
     def _signed(self, job_id: str) -> str:
         return f"{self.file_path(job_id)}?Expires={_SIGNED_EXPIRES}&Signature={quote(self._signature(job_id))}"
 
-    def file(self, request: _Request, error: Any, host: str, foreign: bool) -> _Response:
+    def file(self, request: Request, error: ErrorMaker, foreign: bool) -> Response:
         """``GET /pull/v1/export/files/{job_id}.jsonl[.gz]?Expires=...&Signature=...``.
 
         :param foreign: served by the file host: like S3, it refuses a request that carries an
@@ -683,14 +677,14 @@ class ExportService:
         authorization = bool(request.headers.get("Authorization"))
         return self._file_answer(request, error, authorization and foreign)
 
-    def note_file_request(self, host: str, request: _Request, status: int) -> None:
+    def note_file_request(self, host: str, request: Request, status: int) -> None:
         """Keep a request to a file URL in :attr:`file_requests` with the status answered (the
         sandbox calls it for every such request, faults and limits included)."""
         authorization = bool(request.headers.get("Authorization"))
         with self._lock:
             self._file_requests.append(FileRequest(host, request.path, authorization, status))
 
-    def _file_answer(self, request: _Request, error: Any, refuse_authorization: bool) -> _Response:
+    def _file_answer(self, request: Request, error: ErrorMaker, refuse_authorization: bool) -> Response:
         path = request.path
         match = _FILE_RE.match(path[len(EXPORT_FILES_PATH) :])
         if match is None:
@@ -709,9 +703,7 @@ class ExportService:
             return error(404, path, "No such file")
         return self._file_response(job_id, data, gzipped)
 
-    def _file_response(self, job_id: str, data: bytes, gzipped: bool) -> _Response:
-        from airflow_provider_activities.testing.sandbox import _Response
-
+    def _file_response(self, job_id: str, data: bytes, gzipped: bool) -> Response:
         headers = {"Content-Type": "application/x-ndjson"}
         if gzipped:
             if self.settings.content_encoding:
@@ -719,7 +711,7 @@ class ExportService:
             else:
                 headers["Content-Type"] = "application/gzip"
                 headers["Content-Disposition"] = f'attachment; filename="{job_id}.jsonl.gz"'
-        return _Response(200, data, headers=headers)
+        return Response(200, data, headers=headers)
 
 
 __all__ = [
