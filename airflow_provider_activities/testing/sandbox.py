@@ -45,6 +45,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from airflow_provider_activities.api.policy import forget_endpoint
+from airflow_provider_activities.testing._admin import ADMIN_PREFIX, AdminRoutes
 from airflow_provider_activities.testing._data import ACTIVITY_TYPES, Generator, to_ms
 from airflow_provider_activities.testing._endpoints import (
     TIMESTAMP_FORMATS,
@@ -72,7 +73,6 @@ from airflow_provider_activities.testing._store import Filter, Store, View
 __all__ = ["KNOBS", "TIMESTAMP_FORMATS", "Faults", "RequestRecord", "Sandbox", "iso_ms", "main"]
 
 UTC = timezone.utc
-ADMIN_PREFIX = "/_sandbox"
 _PAGE_CACHE_BYTES = 128 * 1024 * 1024
 """The page cache's cap, read when a :class:`Sandbox` is made (a benchmark raises it beforehand)."""
 
@@ -149,7 +149,7 @@ class Sandbox:
         self._dispatcher = Dispatcher(
             routes=api_routes(self._tokens, self._pages, exports),
             file_routes=file_host_routes(exports),
-            admin_routes=[],
+            admin_routes=AdminRoutes(self, errors, self._tokens.credentials_match).routes(),
             admin_prefix=ADMIN_PREFIX,
             admission=self._admission,
             log=self._log,
@@ -372,13 +372,23 @@ class Sandbox:
         """
         return self._view(self._bounds(start, end, activity_type, by)).activities(0, 1 << 62)
 
-    def expected_participants(self, start: datetime | int, end: datetime | int) -> list[dict[str, Any]]:
-        """The participants of activities whose timestamp is in ``[start, end)``, in served order.
+    def expected_participants(
+        self,
+        start: datetime | int,
+        end: datetime | int,
+        activity_type: str | None = None,
+        *,
+        by: str = "timestamp",
+    ) -> list[dict[str, Any]]:
+        """The participants of the activities in ``[start, end)``, in served order.
 
         :param start: inclusive lower bound (aware datetime, or epoch ms).
         :param end: exclusive upper bound.
+        :param activity_type: only the participants of ``email``, ``call`` or ``meeting``
+            activities; ``None`` for all.
+        :param by: the bounded field of the activities: ``"timestamp"`` or ``"created_at"``.
         """
-        return self._view(self._bounds(start, end, None, "timestamp")).participants(0, 1 << 62)
+        return self._view(self._bounds(start, end, activity_type, by)).participants(0, 1 << 62)
 
     def activity_count(
         self,
@@ -397,13 +407,22 @@ class Sandbox:
         """
         return self._view(self._bounds(start, end, activity_type, by)).activity_total
 
-    def participant_count(self, start: datetime | int | None = None, end: datetime | int | None = None) -> int:
+    def participant_count(
+        self,
+        start: datetime | int | None = None,
+        end: datetime | int | None = None,
+        activity_type: str | None = None,
+        *,
+        by: str = "timestamp",
+    ) -> int:
         """How many participants the activities in ``[start, end)`` hold (``None``: unbounded).
 
         :param start: inclusive lower bound (aware datetime, or epoch ms), or ``None``.
         :param end: exclusive upper bound, or ``None``.
+        :param activity_type: only ``email``, ``call`` or ``meeting`` activities; ``None`` for all.
+        :param by: the bounded field of the activities: ``"timestamp"`` or ``"created_at"``.
         """
-        return self._view(self._bounds(start, end, None, "timestamp")).participant_total
+        return self._view(self._bounds(start, end, activity_type, by)).participant_total
 
     def add_activities(
         self,
