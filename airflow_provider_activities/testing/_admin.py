@@ -16,6 +16,8 @@ counted in ``Sandbox.stats``: a test counting its client's requests never sees t
 * ``GET /_sandbox/expected-export?start_date=...&end_date=...`` with optional ``export_type``,
   ``activity_type`` and ``count=1``: the records a correct client keeps of an export job of those
   days (both inclusive) as JSON Lines, or ``{"records": n}``.
+* ``GET /_sandbox/stats``: ``{"requests": Sandbox.stats, "export": Sandbox.export.stats()}``
+  (request counters, and how fast export files were built).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ ADMIN_PREFIX = "/_sandbox"
 ADMIN_ACTIVITIES_PATH = ADMIN_PREFIX + "/activities"
 ADMIN_EXPECTED_PATH = ADMIN_PREFIX + "/expected"
 ADMIN_EXPECTED_EXPORT_PATH = ADMIN_PREFIX + "/expected-export"
+ADMIN_STATS_PATH = ADMIN_PREFIX + "/stats"
 MAX_INSERT = 100_000
 """The most activities one ``POST /_sandbox/activities`` inserts."""
 
@@ -113,6 +116,7 @@ class AdminRoutes:
             Route("POST", ADMIN_ACTIVITIES_PATH, self._guarded(self.add_activities), auth=False),
             Route("GET", ADMIN_EXPECTED_PATH, self._guarded(self.expected), auth=False),
             Route("GET", ADMIN_EXPECTED_EXPORT_PATH, self._guarded(self.expected_export), auth=False),
+            Route("GET", ADMIN_STATS_PATH, self._guarded(self.stats), auth=False),
         ]
 
     def _guarded(self, handler: Handler) -> Handler:
@@ -216,6 +220,10 @@ class AdminRoutes:
         if _flag(query, "count"):
             return _json(200, {"records": len(records)})
         return _json_lines(records)
+
+    def stats(self, request: Request) -> Response:
+        """``GET /_sandbox/stats``: the request counters and the export file counters."""
+        return _json(200, {"requests": self._sandbox.stats, "export": self._sandbox.export.stats()})
 
 
 def _flag(query: dict[str, str], name: str) -> bool:

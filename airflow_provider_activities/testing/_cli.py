@@ -9,7 +9,8 @@ secret:
 * ``add-activities``: insert activities (into the served data and the ground truth);
 * ``expected``: print the ground truth of a window: activities or participants as JSON Lines, or
   their counts;
-* ``expected-export``: print what a correct client keeps of an export job of some days.
+* ``expected-export``: print what a correct client keeps of an export job of some days;
+* ``stats``: print the sandbox's request counters and its export file build rate (JSON).
 
 Their ``--url``, ``--client-id`` and ``--client-secret`` default to ``PEOPLEAI_SANDBOX_URL``,
 ``PEOPLEAI_CLIENT_ID`` and ``PEOPLEAI_CLIENT_SECRET`` from the environment (the lines ``serve``
@@ -36,6 +37,7 @@ from airflow_provider_activities.testing._admin import (
     ADMIN_ACTIVITIES_PATH,
     ADMIN_EXPECTED_EXPORT_PATH,
     ADMIN_EXPECTED_PATH,
+    ADMIN_STATS_PATH,
     MAX_INSERT,
     parse_day,
     parse_instant,
@@ -53,6 +55,7 @@ subcommands (against a running sandbox; --url defaults to $PEOPLEAI_SANDBOX_URL)
   {PROG} add-activities --url URL --count N [--day YYYY-MM-DD | --timestamp T] [--created-at T] [--type TYPE] [--json]
   {PROG} expected --url URL --start T --end T [--type TYPE] [--by timestamp|created_at] [--participants] [--count-only]
   {PROG} expected-export --url URL --start-date D --end-date D [--export-type snapshot|delta] [--type TYPE] [--count-only]
+  {PROG} stats --url URL
 Run a subcommand with --help for its options."""
 
 
@@ -180,7 +183,7 @@ def serve(argv: list[str]) -> int:
         print(f"AIRFLOW_CONN_PEOPLEAI_DEFAULT={sandbox.connection_json()}", flush=True)
         print(
             f"Serving the People.ai sandbox API; stop with Ctrl-C or SIGTERM. Drive it with: {PROG} add-activities|expected|"
-            "expected-export --url " + sandbox.base_url + " ... (--help for each)",
+            "expected-export|stats --url " + sandbox.base_url + " ... (--help for each)",
             file=sys.stderr,
             flush=True,
         )
@@ -350,6 +353,20 @@ def expected_export(argv: list[str]) -> int:
     return 0
 
 
+def stats(argv: list[str]) -> int:
+    """``stats``: print a running sandbox's counters as one JSON object: ``requests`` (as
+    ``Sandbox.stats``) and ``export`` (as ``Sandbox.export.stats()``: files built, records and
+    bytes written, the last build's rate).
+
+    :param argv: the options (see ``--help``).
+    :returns: the exit status.
+    """
+    parser = _client_parser("stats", "Print a running sandbox's request counters and export file build rate (JSON).")
+    args = parser.parse_args(argv)
+    _write(_call(args, _base_url(parser, args.url), "GET", ADMIN_STATS_PATH))
+    return 0
+
+
 def _write(body: bytes) -> None:
     """Write an answer to stdout as it came (JSON Lines, or one JSON object and a newline)."""
     out = sys.stdout.buffer
@@ -362,6 +379,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "add-activities": add_activities,
     "expected": expected,
     "expected-export": expected_export,
+    "stats": stats,
 }
 
 
