@@ -1,15 +1,17 @@
 """The sandbox's Raw Activity Data (bulk export) API over real HTTP: job states over polls, the
 running/queued limits, range limits and the error envelope, failed and canceled jobs, the data as
 a redirect to a gzip JSON Lines file on this host or on the second loopback "file host" (which
-refuses a bearer token), the format knobs, and the ground truth against the Activity API."""
+refuses a bearer token), the format knobs, and the ground truth against the Activity API.
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -36,7 +38,8 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
     """The module's sandbox with default export knobs; every job left over is expired afterwards
-    (so the queued limit of one test never reaches the next)."""
+    (so the queued limit of one test never reaches the next).
+    """
     sandbox.export.settings = ExportSettings()
     sandbox.faults.reset()
     yield sandbox
@@ -61,7 +64,14 @@ def http(sandbox: Sandbox) -> Iterator[requests.Session]:
 
 def body(start: str = "2026-11-01", end: str = "2026-11-02", export_type: str = "snapshot", **extra: Any) -> dict[str, Any]:
     """A job creation body."""
-    return {"start_date": start, "end_date": end, "activity_type": "all", "output_format": "JSONLines", "export_type": export_type, **extra}
+    return {
+        "start_date": start,
+        "end_date": end,
+        "activity_type": "all",
+        "output_format": "JSONLines",
+        "export_type": export_type,
+        **extra,
+    }
 
 
 def create(http: requests.Session, sb: Sandbox, **kwargs: Any) -> dict[str, Any]:
@@ -579,7 +589,7 @@ class TestGroundTruth:
         mixed = sb.export_file_records("2026-11-02", "2026-11-02")
         forms = {type(r["timestamp"]).__name__ + (r["timestamp"][-1] if isinstance(r["timestamp"], str) else "") for r in mixed}
         assert forms == {"int", "strZ", "str0"}
-        for a, b in zip(as_ms, mixed):
+        for a, b in zip(as_ms, mixed, strict=False):
             assert iso_ms(b["timestamp"]) == a["timestamp"] and iso_ms(b["ingest_timestamp"]) == a["ingest_timestamp"]
             if a["crm_status"]["push_time"] is not None:
                 assert iso_ms(b["crm_status"]["push_time"]) == a["crm_status"]["push_time"]

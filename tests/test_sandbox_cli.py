@@ -1,7 +1,8 @@
 """The sandbox's command line and its private /_sandbox endpoints, over real HTTP and real processes:
 serve's knobs (page cap, max page size, export polls), add-activities, expected, expected-export and
 stats against a sandbox in this process or in a CLI process, Basic authentication, and admin
-requests kept out of the rate limit, the fault knobs and the request log."""
+requests kept out of the rate limit, the fault knobs and the request log.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ PARTICIPANTS = "/v0/public/activities/participants"
 TOKEN = "/auth/v1/tokens"
 JOBS = "/pull/v1/export/activities/jobs"
 ADMIN = "/_sandbox"
+Served = tuple[subprocess.Popen[str], dict[str, str]]
 
 
 def day(n: int) -> datetime:
@@ -72,9 +74,10 @@ def sandbox() -> Iterator[Sandbox]:
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+def served() -> Iterator[Served]:
     """A sandbox served by the command line in its own process, with the new knobs set; its
-    printed ``KEY=value`` lines. Stopped with SIGTERM (killed if it does not stop)."""
+    printed ``KEY=value`` lines. Stopped with SIGTERM (killed if it does not stop).
+    """
     command = [sys.executable, "-m", MODULE, "--port", "0", "--seed", "2", "--activities", "600", "--days", "3",
                "--no-rate-limit", "--page-cap", "40", "--max-page-size", "300", "--export-polls", "0"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
@@ -93,7 +96,7 @@ def served() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
 # ----- serve's knobs --------------------------------------------------------------------------------
 
 
-def test_serve_knobs_cap_pages_bound_the_limit_and_finish_export_jobs_at_once(served) -> None:
+def test_serve_knobs_cap_pages_bound_the_limit_and_finish_export_jobs_at_once(served: Served) -> None:
     _, lines = served
     base_url = lines["PEOPLEAI_SANDBOX_URL"]
     headers = bearer(base_url)
@@ -103,9 +106,8 @@ def test_serve_knobs_cap_pages_bound_the_limit_and_finish_export_jobs_at_once(se
     too_big = requests.get(base_url + ACTIVITIES, params={"limit": 301}, headers=headers, timeout=10)
     assert too_big.status_code == 400 and "between 1 and 300" in too_big.json()["message"]  # --max-page-size 300
 
-    job = requests.post(
-        base_url + JOBS, json={"start_date": "2026-11-01", "end_date": "2026-11-02", "export_type": "snapshot"}, headers=headers, timeout=10
-    ).json()
+    days = {"start_date": "2026-11-01", "end_date": "2026-11-02", "export_type": "snapshot"}
+    job = requests.post(base_url + JOBS, json=days, headers=headers, timeout=10).json()
     assert job["state"] == "Queued"
     polled = requests.get(f"{base_url}{JOBS}/{job['job_id']}", headers=headers, timeout=30).json()
     assert polled["state"] == "Completed"  # --export-polls 0: done at the first poll
@@ -185,7 +187,7 @@ def test_add_activities_over_a_day_reach_the_api_and_the_ground_truth(sandbox: S
     assert len(after) == len(before) + 24 and {a["uid"] for a in added} <= {a["uid"] for a in after}
     served = requests.get(
         sandbox.url(f"{ACTIVITIES}/call"),
-        params={"from": "2026-11-03", "to": "2026-11-03", "limit": 1000},
+        params={"from": "2026-11-03", "to": "2026-11-03", "limit": "1000"},
         headers={"Authorization": f"Bearer {sandbox.issue_token()}"},
         timeout=10,
     ).json()["data"]
@@ -229,7 +231,8 @@ def test_expected_endpoint_is_the_ground_truth(sandbox: Sandbox) -> None:
     assert json_lines(typed.text) == sandbox.expected_activities(low, high, "meeting", by="created_at")
     people = admin(sandbox, "GET", "/expected", params={**window, "records": "participants", "type": "email"})
     assert json_lines(people.text) == sandbox.expected_participants(low, high, "email")
-    assert {p["activity_uid"] for p in json_lines(people.text)} == {a["uid"] for a in sandbox.expected_activities(low, high, "email")}
+    emails = sandbox.expected_activities(low, high, "email")
+    assert {p["activity_uid"] for p in json_lines(people.text)} == {a["uid"] for a in emails}
     counts = admin(sandbox, "GET", "/expected", params={**window, "count": "1"}).json()
     assert counts == {"activities": sandbox.activity_count(low, high), "participants": sandbox.participant_count(low, high)}
     assert counts["activities"] > 100
@@ -326,7 +329,8 @@ def test_expected_export_and_stats_subcommands(sandbox: Sandbox) -> None:
     assert json_lines(result.stdout) == sandbox.expected_export_records("2026-11-01", "2026-11-02")
     result = cli("expected-export", "--start-date", "2026-11-01", "--end-date", "2026-11-02", "--export-type", "delta",
                  "--type", "meeting", "--count-only", env=env)  # fmt: skip
-    assert json.loads(result.stdout) == {"records": len(sandbox.expected_export_records("2026-11-01", "2026-11-02", "delta", "meeting"))}
+    meetings = sandbox.expected_export_records("2026-11-01", "2026-11-02", "delta", "meeting")
+    assert json.loads(result.stdout) == {"records": len(meetings)}
     result = cli("stats", env=env)
     assert result.returncode == 0 and set(json.loads(result.stdout)) == {"requests", "export"}
 
@@ -351,7 +355,7 @@ def test_subcommand_errors_say_what_to_fix(sandbox: Sandbox) -> None:
     assert sandbox.activity_count() == 800
 
 
-def test_subcommands_drive_a_sandbox_served_by_the_cli(served) -> None:
+def test_subcommands_drive_a_sandbox_served_by_the_cli(served: Served) -> None:
     """The whole shell workflow: serve, add a day's activities, read them back, print the ground truth."""
     _, lines = served
     env = clean_env(**{k: v for k, v in lines.items() if k.startswith("PEOPLEAI_")})
@@ -365,7 +369,7 @@ def test_subcommands_drive_a_sandbox_served_by_the_cli(served) -> None:
     while len(served_records) < 30:  # pages of at most 40 (--page-cap)
         page = requests.get(
             base_url + ACTIVITIES,
-            params={"from": "2026-11-05", "to": "2026-11-05", "offset": len(served_records), "limit": 300},
+            params={"from": "2026-11-05", "to": "2026-11-05", "offset": str(len(served_records)), "limit": "300"},
             headers=headers,
             timeout=10,
         ).json()

@@ -26,8 +26,9 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_activities.testing._data import ACTIVITY_TYPES, DAY_MS, to_ms
 from airflow_provider_activities.testing._export import EXPORT_ACTIVITY_TYPES, EXPORT_TYPES
@@ -92,7 +93,11 @@ def parse_day(value: Any, name: str) -> date:
 
 def spread_over_day(day: date, count: int) -> list[int]:
     """``count`` timestamps (epoch ms) spread evenly over the UTC ``day``: the middles of
-    ``count`` equal slices, so none falls on either midnight."""
+    ``count`` equal slices, so none falls on either midnight.
+
+    :param day: the UTC day.
+    :param count: how many timestamps.
+    """
     midnight = to_ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
     return [midnight + (2 * i + 1) * DAY_MS // (2 * count) for i in range(count)]
 
@@ -121,7 +126,8 @@ class AdminRoutes:
 
     def _guarded(self, handler: Handler) -> Handler:
         """``handler`` behind Basic authentication with the client id and secret; a ``ValueError``
-        it raises answers 400 with its message."""
+        it raises answers 400 with its message.
+        """
 
         def guarded(request: Request) -> Response:
             if not self._authenticated(request):
@@ -146,7 +152,10 @@ class AdminRoutes:
         return self._credentials_match(client_id, client_secret)
 
     def add_activities(self, request: Request) -> Response:
-        """``POST /_sandbox/activities``: insert activities into the served data and the ground truth."""
+        """``POST /_sandbox/activities``: insert activities into the served data and the ground truth.
+
+        :param request: the request.
+        """
         try:
             body = json.loads(request.body or b"null")
         except ValueError:
@@ -169,15 +178,18 @@ class AdminRoutes:
         if body.get("day") is not None:
             day = parse_day(body["day"], "day")
             added = []
-            for timestamp in spread_over_day(day, count):
-                added += sandbox.add_activities(1, timestamp=timestamp, created_at=created_at, activity_type=activity_type)
+            for moment in spread_over_day(day, count):
+                added += sandbox.add_activities(1, timestamp=moment, created_at=created_at, activity_type=activity_type)
         else:
             timestamp = None if body.get("timestamp") is None else parse_instant(body["timestamp"], "timestamp")
             added = sandbox.add_activities(count, timestamp=timestamp, created_at=created_at, activity_type=activity_type)
         return _json(200, {"added": added})
 
     def expected(self, request: Request) -> Response:
-        """``GET /_sandbox/expected``: the activities or participants of a window, or their counts."""
+        """``GET /_sandbox/expected``: the activities or participants of a window, or their counts.
+
+        :param request: the request.
+        """
         query = request.query
         for name in ("start", "end"):
             if not query.get(name):
@@ -206,7 +218,10 @@ class AdminRoutes:
         return _json_lines(sandbox.expected_activities(start, end, activity_type, by=by))
 
     def expected_export(self, request: Request) -> Response:
-        """``GET /_sandbox/expected-export``: what a correct client keeps of an export job of some days."""
+        """``GET /_sandbox/expected-export``: what a correct client keeps of an export job of some days.
+
+        :param request: the request.
+        """
         query = request.query
         start_date = parse_day(query.get("start_date"), "start_date")
         end_date = parse_day(query.get("end_date"), "end_date")
@@ -222,7 +237,10 @@ class AdminRoutes:
         return _json_lines(records)
 
     def stats(self, request: Request) -> Response:
-        """``GET /_sandbox/stats``: the request counters and the export file counters."""
+        """``GET /_sandbox/stats``: the request counters and the export file counters.
+
+        :param request: the request.
+        """
         return _json(200, {"requests": self._sandbox.stats, "export": self._sandbox.export.stats()})
 
 

@@ -29,8 +29,9 @@ import threading
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from airflow_provider_activities.testing._admin import (
@@ -137,10 +138,16 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--timestamp-format", choices=TIMESTAMP_FORMATS, default="epoch_ms", help="how times are served")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     parser.add_argument(
-        "--max-page-size", type=_at_least(1), default=100_000, help="largest accepted limit; above it answers 400 (default 100000)"
+        "--max-page-size",
+        type=_at_least(1),
+        default=100_000,
+        help="largest accepted limit; above it answers 400 (default 100000, as the API)",
     )
     parser.add_argument(
-        "--page-cap", type=_at_least(1), default=None, help="serve at most this many records a page, whatever limit asks (a server cap)"
+        "--page-cap",
+        type=_at_least(1),
+        default=None,
+        help="serve at most this many records a page, whatever limit asks (a server's own cap)",
     )
     parser.add_argument(
         "--export-polls",
@@ -277,9 +284,8 @@ def add_activities(argv: list[str]) -> int:
     if args.count > MAX_INSERT:
         parser.error(f"argument --count: must be at most {MAX_INSERT}, got {args.count}")
     body: dict[str, Any] = {"count": args.count}
-    for name, value in (("day", args.day), ("timestamp", args.timestamp), ("created_at", args.created_at), ("activity_type", args.type)):
-        if value is not None:
-            body[name] = value
+    given = {"day": args.day, "timestamp": args.timestamp, "created_at": args.created_at, "activity_type": args.type}
+    body.update({name: value for name, value in given.items() if value is not None})
     added = json.loads(_call(args, base_url, "POST", ADMIN_ACTIVITIES_PATH, body))["added"]
     if args.json:
         for record in added:
@@ -318,7 +324,8 @@ def expected(argv: list[str]) -> int:
     parser.add_argument("--count-only", action="store_true", help='print {"activities": n, "participants": m} only')
     args = parser.parse_args(argv)
     base_url = _base_url(parser, args.url)
-    query = {"start": args.start, "end": args.end, "by": args.by, "records": "participants" if args.participants else "activities"}
+    records = "participants" if args.participants else "activities"
+    query = {"start": args.start, "end": args.end, "by": args.by, "records": records}
     if args.type:
         query["type"] = args.type
     if args.count_only:
@@ -346,7 +353,8 @@ def expected_export(argv: list[str]) -> int:
     parser.add_argument("--count-only", action="store_true", help='print {"records": n} only')
     args = parser.parse_args(argv)
     base_url = _base_url(parser, args.url)
-    query = {"start_date": args.start_date, "end_date": args.end_date, "export_type": args.export_type, "activity_type": args.type}
+    query = {"start_date": args.start_date, "end_date": args.end_date, "export_type": args.export_type}
+    query["activity_type"] = args.type
     if args.count_only:
         query["count"] = "1"
     _write(_call(args, base_url, "GET", f"{ADMIN_EXPECTED_EXPORT_PATH}?{urlencode(query)}"))

@@ -18,9 +18,10 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 from airflow_provider_activities.testing._data import ACTIVITY_TYPES, DAY_MS, MIN_LAG_MS, Generator, to_ms
@@ -103,7 +104,10 @@ class Tokens:
             return {token: info.uses for token, info in self._tokens.items()}
 
     def authorize(self, request: Request) -> bool:
-        """Whether ``request`` carries a live bearer token; counts a use of it when it does."""
+        """Whether ``request`` carries a live bearer token; counts a use of it when it does.
+
+        :param request: the request.
+        """
         header = request.headers.get("Authorization") or ""
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
@@ -119,13 +123,20 @@ class Tokens:
             return True
 
     def credentials_match(self, client_id: str, client_secret: str) -> bool:
-        """Whether these are the accepted credentials (compared in constant time)."""
+        """Whether these are the accepted credentials (compared in constant time).
+
+        :param client_id: the client id given.
+        :param client_secret: the client secret given.
+        """
         return hmac.compare_digest(client_id.encode(), self.client_id.encode()) and hmac.compare_digest(
             client_secret.encode(), self.client_secret.encode()
         )
 
     def endpoint(self, request: Request) -> Response:
-        """``POST /auth/v1/tokens``: form-encoded client credentials in, a bearer token out."""
+        """``POST /auth/v1/tokens``: form-encoded client credentials in, a bearer token out.
+
+        :param request: the request.
+        """
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             return self._error(400, request.path, "Content-Type must be application/x-www-form-urlencoded")
@@ -174,7 +185,10 @@ class PageCache:
         self._bytes = 0
 
     def get(self, key: tuple[Any, ...]) -> bytes | None:
-        """The page of ``key``, or ``None``."""
+        """The page of ``key``, or ``None``.
+
+        :param key: what the page holds: its query, data version, slice and format.
+        """
         with self._lock:
             found = self._pages.get(key)
             if found is not None:
@@ -182,7 +196,11 @@ class PageCache:
             return found
 
     def put(self, key: tuple[Any, ...], data: bytes) -> None:
-        """Keep the page of ``key`` (dropping the least recently used beyond the cap)."""
+        """Keep the page of ``key`` (dropping the least recently used beyond the cap).
+
+        :param key: what the page holds.
+        :param data: the encoded page.
+        """
         with self._lock:
             if key in self._pages:
                 return
@@ -229,7 +247,10 @@ class ActivityPages:
         self._insert = insert
 
     def endpoint(self, request: Request) -> Response:
-        """One page: ``offset``, ``limit``, ``from``, ``to``, ``ingested-from``, ``ingested-to``."""
+        """One page: ``offset``, ``limit``, ``from``, ``to``, ``ingested-from``, ``ingested-to``.
+
+        :param request: the request.
+        """
         path = request.path
         participants = path == PARTICIPANTS_PATH
         activity_type = None if participants or path == ACTIVITIES_PATH else path.rsplit("/", 1)[1]
@@ -346,7 +367,11 @@ def _day_param(query: dict[str, str], name: str, shift_ms: int) -> int | None:
 
 
 def iso_ms(value: int, suffix: str = "Z") -> str:
-    """``2026-11-01T03:04:05.123Z`` (or with another UTC ``suffix`` such as ``+00:00``) of epoch ms."""
+    """``2026-11-01T03:04:05.123Z`` (or with another UTC ``suffix`` such as ``+00:00``) of epoch ms.
+
+    :param value: epoch milliseconds.
+    :param suffix: the UTC designator to end with.
+    """
     seconds, millis = divmod(value, 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}{suffix}"
 
@@ -382,20 +407,32 @@ class ExportRoutes:
         self._error = error
 
     def create(self, request: Request) -> Response:
-        """``POST /pull/v1/export/activities/jobs``."""
+        """``POST /pull/v1/export/activities/jobs``.
+
+        :param request: the request.
+        """
         return self._export.create(request, self._error)
 
     def status_or_data(self, request: Request) -> Response:
-        """``GET .../jobs/{job_id}`` and ``.../jobs/{job_id}/data``."""
+        """``GET .../jobs/{job_id}`` and ``.../jobs/{job_id}/data``.
+
+        :param request: the request.
+        """
         response = self._export.status_or_data(request, self._error)
         return self._with_body_fault(request.path, response) if request.path.endswith("/data") else response
 
     def file(self, request: Request) -> Response:
-        """A signed file URL on the API's own host (a bearer token there is ignored)."""
+        """A signed file URL on the API's own host (a bearer token there is ignored).
+
+        :param request: the request.
+        """
         return self._with_body_fault(request.path, self._export.file(request, self._error, foreign=False))
 
     def foreign_file(self, request: Request) -> Response:
-        """A signed file URL on the file host (which refuses a bearer token besides the signature)."""
+        """A signed file URL on the file host (which refuses a bearer token besides the signature).
+
+        :param request: the request.
+        """
         return self._with_body_fault(request.path, self._export.file(request, self._error, foreign=True))
 
     def _with_body_fault(self, path: str, response: Response) -> Response:
@@ -409,7 +446,12 @@ class ExportRoutes:
 
 
 def api_routes(tokens: Tokens, pages: ActivityPages, export: ExportRoutes) -> list[Route]:
-    """The API server's routes, in matching order."""
+    """The API server's routes, in matching order.
+
+    :param tokens: the token endpoint.
+    :param pages: the data endpoints.
+    :param export: the export endpoints.
+    """
     return [
         Route("POST", TOKEN_PATH, tokens.endpoint, auth=False, token=True),
         Route("GET", ACTIVITIES_PATH, pages.endpoint),
@@ -423,7 +465,10 @@ def api_routes(tokens: Tokens, pages: ActivityPages, export: ExportRoutes) -> li
 
 
 def file_host_routes(export: ExportRoutes) -> list[Route]:
-    """The file host's routes: the signed export files only."""
+    """The file host's routes: the signed export files only.
+
+    :param export: the export endpoints.
+    """
     return [Route("GET", EXPORT_FILES_PATH, export.foreign_file, prefix=True, auth=False)]
 
 

@@ -1,6 +1,6 @@
 """The sandbox's Raw Activity Data (bulk export) API: jobs, their states and limits, the files.
 
-Records follow ``raw-activity-data-schema.txt`` and are derived from the same generated
+Records follow the vendor's Raw Activity Data schema and are derived from the same generated
 activities (and live inserts) as the Activity API endpoints: the same ``uid``, type, source id,
 timestamp, participants and matches. Each activity is ingested once (at its ``created_at``); about
 one in eight is reprocessed later (a second version, ``ingest_timestamp`` later, CRM status
@@ -28,9 +28,10 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from airflow_provider_activities.testing._data import DAY_MS, EXTRA_INDEX_BASE, Generator, mix64, to_ms
@@ -92,7 +93,10 @@ def _day_ms(day: date) -> int:
 
 
 def to_day(value: Any) -> date:
-    """A day from a ``date`` (or ``datetime``) or a ``YYYY-MM-DD`` string."""
+    """A day from a ``date`` (or ``datetime``) or a ``YYYY-MM-DD`` string.
+
+    :param value: the day.
+    """
     if isinstance(value, datetime):
         return value.astimezone(UTC).date() if value.tzinfo else value.date()
     if isinstance(value, date):
@@ -150,7 +154,24 @@ class ExportSettings:
 
 @dataclass
 class ExportJobRecord:
-    """One job as the sandbox holds it (see :attr:`ExportService.jobs`)."""
+    """One job as the sandbox holds it (see :attr:`ExportService.jobs`).
+
+    :param job_id: its id (UUID-shaped, deterministic from the seed and its number).
+    :param export_type: ``snapshot`` or ``delta``.
+    :param activity_type: ``all``, ``email``, ``meeting`` or ``call``.
+    :param start_date: its first day.
+    :param end_date: its last day (inclusive).
+    :param number: its creation number (1 for the first job).
+    :param state: ``Queued``, ``Running``, ``Completed``, ``Canceled`` or ``Failed``.
+    :param polls: the status polls counted so far.
+    :param outcome: the state it ends in (``Completed`` unless :meth:`ExportService.fail_next` chose).
+    :param created_time: ``job_created_time`` as answered.
+    :param start_time: ``job_start_time`` as answered.
+    :param end_time: ``job_end_time`` as answered.
+    :param expired: forgotten (its status answers 404).
+    :param build: its file, from the poll that completed it.
+    :param downloads: data requests answered.
+    """
 
     job_id: str
     export_type: str
@@ -166,7 +187,6 @@ class ExportJobRecord:
     end_time: str | None = None
     expired: bool = False
     build: Build | None = field(default=None, repr=False)
-    """The job's file, requested by the poll that completed it (with the knobs of that moment)."""
     downloads: int = 0
 
     @property
@@ -198,7 +218,13 @@ class ExportJobRecord:
 
 @dataclass(frozen=True)
 class FileRequest:
-    """A request to a pre-signed file URL: which host, and whether a bearer token came along."""
+    """A request to a pre-signed file URL: which host, and whether a bearer token came along.
+
+    :param host: the address of the host that answered (``127.0.0.1`` or the file host's).
+    :param path: the request path.
+    :param authorization: an ``Authorization`` header came along.
+    :param status: the status answered.
+    """
 
     host: str
     path: str
@@ -211,7 +237,11 @@ def _now() -> str:
 
 
 class RawRecords:
-    """Raw Activity Data records of one generator (and store of live inserts), deterministic."""
+    """Raw Activity Data records of one generator (and store of live inserts), deterministic.
+
+    :param gen: the generated data.
+    :param store: the data with live inserts.
+    """
 
     def __init__(self, gen: Generator, store: Store) -> None:
         self.gen = gen
@@ -225,14 +255,21 @@ class RawRecords:
     # -- versions -------------------------------------------------------------------------------
 
     def reprocess_lag_ms(self, index: int) -> int | None:
-        """The lag of the second version of activity ``index`` after its ingestion, or ``None``."""
+        """The lag of the second version of activity ``index`` after its ingestion, or ``None``.
+
+        :param index: the activity's record number (its index, or ``EXTRA_INDEX_BASE`` plus an insert's number).
+        """
         h = mix64(self._reprocess_key ^ index)
         if h % 100 >= REPROCESS_PERCENT:
             return None
         return MIN_REPROCESS_LAG_MS + (h >> 8) % (MAX_REPROCESS_LAG_MS - MIN_REPROCESS_LAG_MS)
 
     def versions(self, index: int, activity: dict[str, Any]) -> list[int]:
-        """The ``ingest_timestamp`` (epoch ms, whole seconds) of each version, oldest first."""
+        """The ``ingest_timestamp`` (epoch ms, whole seconds) of each version, oldest first.
+
+        :param index: the activity's record number.
+        :param activity: the activity record.
+        """
         first = _sec(activity["created_at"])
         lag = self.reprocess_lag_ms(index)
         return [first] if lag is None else [first, _sec(activity["created_at"] + lag)]
@@ -254,7 +291,14 @@ class RawRecords:
         version: int,
         unknown_fields: bool,
     ) -> dict[str, Any]:
-        """The record of version ``version`` of one activity; times as epoch ms (whole seconds)."""
+        """The record of version ``version`` of one activity; times as epoch ms (whole seconds).
+
+        :param index: the activity's record number (it seeds the record's choices).
+        :param activity: the activity record.
+        :param participants: its participants, as the Activity API serves them.
+        :param version: 0 for the first ingestion, 1 for the reprocessed one.
+        :param unknown_fields: add the ``account`` object the schema does not list.
+        """
         rng = random.Random(f"{self._seed_text}:{index}")
         rand = rng.random
         kind = activity["activity_type"]
@@ -275,7 +319,7 @@ class RawRecords:
         if version:
             tags.append("reprocessed")
         record["tags"] = tags
-        campaigns = []
+        campaigns: list[dict[str, Any]] = []
         for _ in range(int(rand() * 3)):
             crm, name, start, end = _CAMPAIGNS[int(rand() * len(_CAMPAIGNS))]
             if all(c["crm_id"] != crm for c in campaigns):
@@ -310,12 +354,12 @@ class RawRecords:
         elif kind == "meeting":
             record["start_time"] = _sec(activity["meeting_start_time"])
             record["end_time"] = _sec(activity["meeting_end_time"])
-            record["duration"] = int(round(activity["duration"]))
+            record["duration"] = round(activity["duration"])
             record["all_day"] = rand() < 0.03
             record["location"] = _LOCATIONS[int(rand() * len(_LOCATIONS))]
             record["status"] = activity["meeting_status"]
         else:
-            record["duration"] = int(round(activity["duration"]))
+            record["duration"] = round(activity["duration"])
             if activity["outbound_phone_number"] is not None:
                 record["outbound_phone_number"] = activity["outbound_phone_number"]
         record["created"] = _sec(activity["created_at"])
@@ -345,7 +389,9 @@ class RawRecords:
             "title": person["job_title"],
             "phone": person["phone_number"],
             "email": person["email"],
-            "role": "originator" if person["is_originator"] else ("optional_participant" if rng.random() < 0.15 else "participant"),
+            "role": "originator"
+            if person["is_originator"]
+            else ("optional_participant" if rng.random() < 0.15 else "participant"),
             "type": "external" if external else "internal",
             "time_spent": person["duration"],
         }
@@ -370,7 +416,12 @@ class RawRecords:
 
 
 def format_record(record: dict[str, Any], mode: str, number: int) -> dict[str, Any]:
-    """A record as served: times (epoch ms) written in ``mode`` (record ``number`` picks the mixed form)."""
+    """A record as served: times (epoch ms) written in ``mode`` (record ``number`` picks the mixed form).
+
+    :param record: a record, times as epoch ms.
+    :param mode: ``iso``, ``mixed`` or ``epoch_ms``.
+    :param number: the record's number (picks its form in ``mixed``).
+    """
     if mode == "epoch_ms":
         suffix: str | None = None
     elif mode == "iso":
@@ -437,14 +488,23 @@ class ExportService:
     # -- knobs -----------------------------------------------------------------------------------
 
     def fail_next(self, n: int = 1, state: str = "Failed") -> None:
-        """The next ``n`` jobs created end in ``state`` (``Failed`` or ``Canceled``) instead of ``Completed``."""
+        """The next ``n`` jobs created end in ``state`` (``Failed`` or ``Canceled``) instead of ``Completed``.
+
+        :param n: how many jobs.
+        :param state: ``Failed`` or ``Canceled``.
+        """
         if state not in ("Failed", "Canceled"):
             raise ValueError(f"state must be 'Failed' or 'Canceled', got {state!r}")
         with self._lock:
             self._fail_next.extend([state] * n)
 
     def refuse_next(self, n: int = 1, status: int | None = None, message: str | None = None) -> None:
-        """The next ``n`` job creations answer "too many export jobs" (status ``limit_status`` unless given)."""
+        """The next ``n`` job creations answer "too many export jobs" (status ``limit_status`` unless given).
+
+        :param n: how many creations.
+        :param status: the status answered (default: ``settings.limit_status``).
+        :param message: the message answered (default: the usual one).
+        """
         with self._lock:
             self._refuse_next.extend([(status or 0, message)] * n)
 
@@ -485,7 +545,8 @@ class ExportService:
         ``build_seconds``, ``reused`` (jobs whose file was already built or under way),
         ``files_on_disk``, ``bytes_on_disk``, and ``last_build`` (``records``, ``bytes``,
         ``seconds``, ``records_per_second``, ``bytes_per_second``; ``None`` before any build).
-        Each build also logs one line at INFO with its size and rate."""
+        Each build also logs one line at INFO with its size and rate.
+        """
         return self._files.stats()
 
     @property
@@ -502,7 +563,10 @@ class ExportService:
 
     def file_path(self, job_id: str) -> str:
         """The path of a job's file (on either host): ``.jsonl.gz`` when it was written gzip (or,
-        before it is written, when ``settings.gzip`` says it will be)."""
+        before it is written, when ``settings.gzip`` says it will be).
+
+        :param job_id: the job.
+        """
         with self._lock:
             job = self._jobs.get(job_id)
             gzipped = job.gzipped if job is not None and job.build is not None else self.settings.gzip
@@ -522,7 +586,9 @@ class ExportService:
         spec = self._spec(start_date, end_date, export_type, activity_type, self.settings)
         return [format_record(record, spec.timestamp_format, number) for number, record in self._rows(spec)]
 
-    def expected_records(self, start_date: Any, end_date: Any, export_type: str, activity_type: str = "all") -> list[dict[str, Any]]:
+    def expected_records(
+        self, start_date: Any, end_date: Any, export_type: str, activity_type: str = "all"
+    ) -> list[dict[str, Any]]:
         """What a correct client keeps of a job's file (as served): records whose ``timestamp``
         (snapshot) or ``ingest_timestamp`` (delta) falls in the days, each ``uid`` once per UTC day
         of that field, the latest ``ingest_timestamp`` winning; ordered by that field, then ``uid``.
@@ -564,7 +630,8 @@ class ExportService:
 
     def _rows(self, spec: FileSpec) -> Iterator[tuple[int, dict[str, Any]]]:
         """``(record number, record)`` of a file in order, times as epoch ms, made one at a time;
-        the number picks mixed formats."""
+        the number picks mixed formats.
+        """
         kind = None if spec.activity_type == "all" else spec.activity_type
         low = _day_ms(spec.start_date) - spec.spill_days * DAY_MS
         high = _day_ms(spec.end_date) + DAY_MS + spec.spill_days * DAY_MS
@@ -601,33 +668,43 @@ class ExportService:
 
     def _write(self, spec: FileSpec, out: BinaryIO) -> int:
         """Write the file of ``spec`` to ``out`` as JSON Lines (gzip when the spec says so),
-        streaming; returns how many records it wrote."""
+        streaming; returns how many records it wrote.
+        """
+        if not spec.gzip:
+            return self._write_lines(spec, out.write)
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=out, mtime=0) as packed:
+            return self._write_lines(spec, packed.write)
+
+    def _write_lines(self, spec: FileSpec, write: Callable[[bytes], object]) -> int:
+        """The records of ``spec`` as JSON Lines, a thousand lines a ``write``; their count."""
         mode = spec.timestamp_format
-        sink: BinaryIO = gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=out, mtime=0) if spec.gzip else out
         count = 0
         lines: list[str] = []
         for number, record in self._rows(spec):
             lines.append(json.dumps(format_record(record, mode, number), ensure_ascii=False, separators=(",", ":")))
             count += 1
             if len(lines) == 1000:
-                sink.write(("\n".join(lines) + "\n").encode("utf-8"))
+                write(("\n".join(lines) + "\n").encode("utf-8"))
                 lines.clear()
         if lines:
-            sink.write(("\n".join(lines) + "\n").encode("utf-8"))
-        if sink is not out:
-            sink.close()
+            write(("\n".join(lines) + "\n").encode("utf-8"))
         return count
 
     def _request_file(self, job: ExportJobRecord) -> Build:
         """The job's file: requested once, with the knobs of now (later knob changes do not alter it)."""
         if job.build is None:
-            job.build = self._files.request(self._spec(job.start_date, job.end_date, job.export_type, job.activity_type, self.settings))
+            spec = self._spec(job.start_date, job.end_date, job.export_type, job.activity_type, self.settings)
+            job.build = self._files.request(spec)
         return job.build
 
     # -- HTTP ------------------------------------------------------------------------------------
 
     def create(self, request: Request, error: ErrorMaker) -> Response:
-        """``POST /pull/v1/export/activities/jobs``."""
+        """``POST /pull/v1/export/activities/jobs``.
+
+        :param request: the request.
+        :param error: makes error answers.
+        """
         path = request.path
         try:
             body = json.loads(request.body or b"null")
@@ -708,7 +785,11 @@ class ExportService:
         return job
 
     def status_or_data(self, request: Request, error: ErrorMaker) -> Response:
-        """``GET /pull/v1/export/activities/jobs/{job_id}`` and ``.../{job_id}/data``."""
+        """``GET /pull/v1/export/activities/jobs/{job_id}`` and ``.../{job_id}/data``.
+
+        :param request: the request.
+        :param error: makes error answers.
+        """
         path = request.path
         rest = path[len(EXPORT_JOBS_PATH) + 1 :]
         job_id, _, tail = rest.partition("/")
@@ -719,18 +800,23 @@ class ExportService:
             if not isinstance(job, ExportJobRecord):
                 return job
             if tail == "":
-                waiting = self._poll(job)
-                if waiting is None:
+                build = self._poll(job)
+                if build is None:
                     return Response(200, json.dumps(job.answer()).encode())
+            elif job.state != "Completed":
+                return error(400, path, f"Export job {job_id} is {job.state}, not Completed: no data")
             else:
-                if job.state != "Completed":
-                    return error(400, path, f"Export job {job_id} is {job.state}, not Completed: no data")
                 job.downloads += 1
                 build = self._request_file(job)
         if tail == "":
-            return self._finish_poll(job, waiting)
+            return self._finish_poll(job, build)
+        return self._data(job_id, build)
+
+    def _data(self, job_id: str, build: Build) -> Response:
+        """The data answer of a completed job: a redirect to its signed file URL, or the file."""
         file = build.wait()  # built before the job completed, unless set_state completed it just now
-        assert file is not None
+        if file is None:
+            raise RuntimeError(f"export job {job_id} has no file")  # wait() without a timeout returns a file
         settings = self.settings
         if settings.redirect_url is not None:
             return Response(302, b"", headers={"Location": settings.redirect_url})
@@ -742,7 +828,8 @@ class ExportService:
 
     def _poll(self, job: ExportJobRecord) -> Build | None:
         """Count one status poll of ``job`` (under the lock). When the poll completes the job, the
-        job's file is requested and returned, for :meth:`_finish_poll` to wait for; else ``None``."""
+        job's file is requested and returned, for :meth:`_finish_poll` to wait for; else ``None``.
+        """
         if job.state in ("Completed", "Failed", "Canceled"):
             return None
         settings = self.settings
@@ -764,7 +851,8 @@ class ExportService:
 
     def _finish_poll(self, job: ExportJobRecord, build: Build) -> Response:
         """Wait (without the lock) up to ``settings.build_wait`` for the file of a job this poll
-        completes: ``Completed`` once it is built, ``Running`` until then."""
+        completes: ``Completed`` once it is built, ``Running`` until then.
+        """
         built = build.wait(self.settings.build_wait) is not None
         with self._lock:
             if job.state not in ("Completed", "Failed", "Canceled"):
@@ -786,13 +874,20 @@ class ExportService:
 
         :param foreign: served by the file host: like S3, it refuses a request that carries an
             ``Authorization`` header besides the signature (the API's own origin ignores one).
+        :param request: the request.
+        :param error: makes error answers.
         """
         authorization = bool(request.headers.get("Authorization"))
         return self._file_answer(request, error, authorization and foreign)
 
     def note_file_request(self, host: str, request: Request, status: int) -> None:
         """Keep a request to a file URL in :attr:`file_requests` with the status answered (the
-        sandbox calls it for every such request, faults and limits included)."""
+        sandbox calls it for every such request, faults and limits included).
+
+        :param host: the host that answered.
+        :param request: the request.
+        :param status: the status answered.
+        """
         authorization = bool(request.headers.get("Authorization"))
         with self._lock:
             self._file_requests.append(FileRequest(host, request.path, authorization, status))

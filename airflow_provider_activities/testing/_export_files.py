@@ -13,6 +13,7 @@ among the :attr:`ExportFiles.keep` most recently built; the directory goes with 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -21,9 +22,10 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,10 @@ class ExportFile:
 
 
 class Build:
-    """A file being built (or built): wait for it with :meth:`wait`."""
+    """A file being built (or built): wait for it with :meth:`wait`.
+
+    :param spec: what the file holds.
+    """
 
     def __init__(self, spec: FileSpec) -> None:
         self.spec = spec
@@ -91,7 +96,11 @@ class Build:
         self._error: BaseException | None = None
 
     def finish(self, file: ExportFile | None, error: BaseException | None = None) -> None:
-        """Record the outcome and wake the waiters."""
+        """Record the outcome and wake the waiters.
+
+        :param file: the built file, or ``None`` when the build failed.
+        :param error: why it failed.
+        """
         self._file, self._error = file, error
         self._done.set()
 
@@ -143,7 +152,10 @@ class ExportFiles:
 
     def request(self, spec: FileSpec) -> Build:
         """The build of ``spec``, held for a job until :meth:`release`: the one already made or
-        under way, else a new one, started now in a daemon thread."""
+        under way, else a new one, started now in a daemon thread.
+
+        :param spec: what the file holds.
+        """
         with self._lock:
             found = self._builds.get(spec)
             if found is not None:
@@ -199,7 +211,10 @@ class ExportFiles:
         self._trim()
 
     def release(self, build: Build) -> None:
-        """A job no longer serves the file of ``build`` (it expired)."""
+        """A job no longer serves the file of ``build`` (it expired).
+
+        :param build: the build a job held.
+        """
         with self._lock:
             build.holders -= 1
         self._trim()
@@ -215,16 +230,15 @@ class ExportFiles:
                 if file is not None:
                     doomed.append(file.path)
         for path in doomed:
-            try:
+            with contextlib.suppress(OSError):  # already gone
                 os.unlink(path)
-            except OSError:
-                pass
 
     def stats(self) -> dict[str, Any]:
         """Counters: ``files_built``, ``records_written``, ``bytes_written``, ``build_seconds``,
         ``reused`` (jobs that found their file built or under way), ``files_on_disk``,
         ``bytes_on_disk``, and ``last_build`` (``records``, ``bytes``, ``seconds``,
-        ``records_per_second``, ``bytes_per_second`` of the latest build, or ``None``)."""
+        ``records_per_second``, ``bytes_per_second`` of the latest build, or ``None``).
+        """
         with self._lock:
             stats = dict(self._stats)
             files = [build.wait(0) for build in self._builds.values() if build.done]

@@ -22,11 +22,12 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from airflow_provider_activities.testing._faults import Failure, Faults
@@ -157,13 +158,21 @@ class Route:
     token: bool = False
 
     def matches(self, path: str) -> bool:
-        """Whether this route serves ``path`` (whatever the method)."""
+        """Whether this route serves ``path`` (whatever the method).
+
+        :param path: a request path.
+        """
         return path == self.path or (self.prefix and path.startswith(self.path + "/"))
 
 
 def find_route(routes: list[Route], method: str, path: str) -> Route | None:
     """The route of ``method`` on ``path``; ``None`` when the path is unknown or the first route
-    serving it takes another method (the API answers both with 404)."""
+    serving it takes another method (the API answers both with 404).
+
+    :param routes: the routes, in matching order.
+    :param method: the request's method.
+    :param path: the request's path.
+    """
     for route in routes:
         if route.matches(path):
             return route if route.method == method else None
@@ -213,7 +222,10 @@ class RequestLog:
         self._errors: list[str] = []
 
     def add(self, record: RequestRecord) -> None:
-        """Log one answered request and count its status and fault."""
+        """Log one answered request and count its status and fault.
+
+        :param record: the request and its answer.
+        """
         with self._lock:
             self._records.append(record)
             self._stats["requests"] += 1
@@ -222,12 +234,19 @@ class RequestLog:
                 self._stats[record.fault] += 1
 
     def count(self, name: str, n: int = 1) -> None:
-        """Add ``n`` to the counter ``name`` (e.g. ``"tokens_issued"``)."""
+        """Add ``n`` to the counter ``name`` (e.g. ``"tokens_issued"``).
+
+        :param name: the counter.
+        :param n: how much to add.
+        """
         with self._lock:
             self._stats[name] += n
 
     def add_error(self, text: str) -> None:
-        """Keep the traceback of an unexpected server error."""
+        """Keep the traceback of an unexpected server error.
+
+        :param text: the traceback.
+        """
         with self._lock:
             self._errors.append(text)
 
@@ -284,7 +303,10 @@ class Admission:
 
     def admit(self, now: float) -> str | None:
         """``None`` if a request read at ``now`` is within the limits (it then counts in the
-        window), else the limit it broke: ``"concurrency"`` or ``"rate_limit"``."""
+        window), else the limit it broke: ``"concurrency"`` or ``"rate_limit"``.
+
+        :param now: when the request was read (``time.monotonic()``).
+        """
         with self._lock:
             if self.rate_limit is None:
                 return None
@@ -346,7 +368,10 @@ class Dispatcher:
         self.observers = observers
 
     def serve(self, handler: _Handler) -> None:
-        """Read, answer, log and write one request (called by the handler thread)."""
+        """Read, answer, log and write one request (called by the handler thread).
+
+        :param handler: the connection's handler, with the request line and headers read.
+        """
         received = time.monotonic()
         split = urlsplit(handler.path)
         query = {key: values[0] for key, values in parse_qs(split.query, keep_blank_values=True).items()}
@@ -419,7 +444,8 @@ class Dispatcher:
 
 def _send(handler: _Handler, request: Request, response: Response) -> None:
     """Write ``response``: status, headers, then the body (half of it, and a closed connection,
-    for ``drop_connection``)."""
+    for ``drop_connection``).
+    """
     length = response.length
     handler.send_response(response.status)
     if not any(name.lower() == "content-type" for name in response.headers):
@@ -441,7 +467,8 @@ def _send(handler: _Handler, request: Request, response: Response) -> None:
 
 def _write_body(handler: _Handler, body: bytes | FileBody, count: int) -> None:
     """Send the first ``count`` bytes of ``body``; a file goes by ``sendfile``, without passing
-    through Python."""
+    through Python.
+    """
     if count <= 0:
         return
     if isinstance(body, FileBody):
@@ -512,7 +539,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The ``Server`` header."""
         return self.server_version
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the default per-request stderr log (see :attr:`Sandbox.requests`)."""
 
     def _dispatch(self) -> None:
@@ -563,7 +590,10 @@ class Listener:
 
 def bind_file_host(dispatcher: Dispatcher) -> Listener:
     """The export file host: ``127.0.0.2`` (another loopback host), or another port of
-    ``127.0.0.1`` where that address cannot be bound (e.g. macOS)."""
+    ``127.0.0.1`` where that address cannot be bound (e.g. macOS).
+
+    :param dispatcher: what answers.
+    """
     try:
         return Listener(dispatcher, 0, "127.0.0.2", True, "peopleai-sandbox-files")
     except OSError:

@@ -329,8 +329,11 @@ class Sandbox:
     @property
     def stats(self) -> dict[str, int]:
         """Counters: ``"requests"``, one per status answered (``"200"``, ``"429"``, ...),
-        ``"rate_limited"``, ``"concurrency_limited"``, ``"tokens_issued"``, ``"inserted"`` and
-        one per fault knob that fired (``"fail_next"``, ``"drop_connection"``, ...)."""
+        ``"rate_limit"`` and ``"concurrency"`` (requests refused by the limits),
+        ``"tokens_issued"``, ``"inserted"`` (activities added, by any means) and one per fault knob
+        that fired (``"fail_next"``, ``"drop_connection"``, ...). Requests to the private
+        ``/_sandbox`` endpoints are not counted.
+        """
         return self._log.stats
 
     @property
@@ -470,7 +473,13 @@ class Sandbox:
         self, start_date: date | str, end_date: date | str, export_type: str = "snapshot", activity_type: str = "all"
     ) -> list[dict[str, Any]]:
         """The records an export job of these days puts in its file, in order (with the duplicates
-        and out-of-range records the ``export.settings`` knobs add)."""
+        and out-of-range records the ``export.settings`` knobs add).
+
+        :param start_date: first day (``date`` or ``YYYY-MM-DD``).
+        :param end_date: last day (inclusive).
+        :param export_type: ``snapshot`` or ``delta``.
+        :param activity_type: ``all``, ``email``, ``meeting`` or ``call``.
+        """
         return self.export.file_records(start_date, end_date, export_type, activity_type)
 
     def _bounds(self, start: Any, end: Any, activity_type: str | None, by: str) -> Filter:
