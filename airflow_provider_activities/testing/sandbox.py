@@ -32,6 +32,10 @@ pre-signed ``/pull/v1/export/files/{job_id}.jsonl.gz`` on this server or on a se
 "file host"; see :mod:`._export` and ``sandbox.export`` (its knobs, jobs and ground truth), and
 :meth:`Sandbox.expected_export_records`.
 
+Control endpoints of the sandbox itself, under the private prefix ``/_sandbox`` and behind HTTP
+Basic authentication with the client id and secret, let another process insert activities and
+read the ground truth (see :mod:`._admin`); they stay out of the request log and the limits.
+
 The parts: :mod:`._server` (the HTTP servers, admission, the request log), :mod:`._endpoints`
 (what each endpoint answers), :mod:`._store` and :mod:`._data` (the data), :mod:`._export` (the
 bulk export), and this module's :class:`Sandbox`, which builds them and is what a test holds.
