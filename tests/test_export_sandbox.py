@@ -1,14 +1,17 @@
 """The sandbox's Raw Activity Data (bulk export) API over real HTTP: job states over polls, the
 running/queued limits, range limits and the error envelope, failed and canceled jobs, the data as
 a redirect to a gzip JSON Lines file on this host or on the second loopback "file host" (which
-refuses a bearer token), the format knobs, and the ground truth against the Activity API."""
+refuses a bearer token), the format knobs, and the ground truth against the Activity API.
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -35,7 +38,8 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
     """The module's sandbox with default export knobs; every job left over is expired afterwards
-    (so the queued limit of one test never reaches the next)."""
+    (so the queued limit of one test never reaches the next).
+    """
     sandbox.export.settings = ExportSettings()
     sandbox.faults.reset()
     yield sandbox
@@ -60,7 +64,14 @@ def http(sandbox: Sandbox) -> Iterator[requests.Session]:
 
 def body(start: str = "2026-11-01", end: str = "2026-11-02", export_type: str = "snapshot", **extra: Any) -> dict[str, Any]:
     """A job creation body."""
-    return {"start_date": start, "end_date": end, "activity_type": "all", "output_format": "JSONLines", "export_type": export_type, **extra}
+    return {
+        "start_date": start,
+        "end_date": end,
+        "activity_type": "all",
+        "output_format": "JSONLines",
+        "export_type": export_type,
+        **extra,
+    }
 
 
 def create(http: requests.Session, sb: Sandbox, **kwargs: Any) -> dict[str, Any]:
@@ -428,6 +439,74 @@ class TestData:
             gzip.decompress(cut.content)
 
 
+# -- the files: built once, kept while used, their rate reported ------------------------------------
+
+
+class TestFiles:
+    def test_jobs_of_the_same_content_share_one_build(self, sb: Sandbox, http: requests.Session) -> None:
+        sb.add_activities(5, timestamp=datetime(2026, 11, 12, 9, tzinfo=UTC))  # days no other test exports
+        before = sb.export.stats()
+        first = finished_job(http, sb, start="2026-11-12", end="2026-11-12")
+        second = finished_job(http, sb, start="2026-11-12", end="2026-11-12")
+        after = sb.export.stats()
+        assert (after["files_built"], after["reused"]) == (before["files_built"] + 1, before["reused"] + 1)
+        old_bytes = download(http, sb, first).content
+        assert download(http, sb, second).content == old_bytes and len(lines(old_bytes)) == 5
+
+        sb.export.settings.timestamp_format = "epoch_ms"  # another knob: another file
+        by_ms = finished_job(http, sb, start="2026-11-12", end="2026-11-12")
+        assert all(isinstance(r["timestamp"], int) for r in lines(download(http, sb, by_ms).content))
+        sb.export.settings.timestamp_format = "iso"
+        sb.add_activities(2, timestamp=datetime(2026, 11, 12, 10, tzinfo=UTC))  # new data: another file
+        fresh = finished_job(http, sb, start="2026-11-12", end="2026-11-12")
+        assert len(lines(download(http, sb, fresh).content)) == 7
+        assert sb.export.stats()["files_built"] == before["files_built"] + 3
+        assert download(http, sb, first).content == old_bytes  # a job keeps the file it completed with
+
+    def test_stats_report_what_was_built_and_how_fast(self, sb: Sandbox, http: requests.Session) -> None:
+        before = sb.export.stats()
+        job_id = finished_job(http, sb, start="2026-11-03", end="2026-11-04", export_type="delta")
+        stats = sb.export.stats()
+        body = download(http, sb, job_id).content
+        records = sb.export_file_records("2026-11-03", "2026-11-04", "delta")
+        last = stats["last_build"]
+        assert (last["records"], last["bytes"]) == (len(records), len(body)) and len(records) > 50
+        assert last["seconds"] > 0 and last["records_per_second"] == round(len(records) / last["seconds"])
+        assert stats["records_written"] - before["records_written"] == len(records)
+        assert stats["bytes_written"] - before["bytes_written"] == len(body)
+        assert stats["build_seconds"] >= before["build_seconds"] + last["seconds"] - 1e-3
+        assert lines(body) == records
+
+    def test_a_job_answers_running_until_its_file_is_built(self) -> None:
+        with Sandbox(seed=8, activities=40_000, start=START, days=4, rate_limit=None) as big, requests.Session() as s:
+            form = {"grant_type": "client_credentials", "client_id": big.client_id, "client_secret": big.client_secret}
+            s.headers["Authorization"] = f"Bearer {s.post(big.url(TOKEN), data=form).json()['access_token']}"
+            big.export.settings.polls = 0
+            big.export.settings.build_wait = 0  # answer at once, built or not
+            job_id = create(s, big, start="2026-11-02", end="2026-11-02")["job_id"]
+            assert poll(s, big, job_id)["state"] == "Running"  # about 10,000 records take a while
+            path = f"{JOBS}/{job_id}/data"
+            assert_envelope(s.get(big.url(path), allow_redirects=False), 400, path, "Running", "not Completed")
+            big.export.settings.build_wait = 120
+            done = poll(s, big, job_id)
+            assert done["state"] == "Completed" and done["job_end_time"] is not None
+            assert lines(download(s, big, job_id).content) == big.export_file_records("2026-11-02", "2026-11-02")
+            assert big.export.stats()["files_built"] == 1
+            assert big.errors == []
+
+    def test_files_no_live_job_holds_are_deleted_beyond_the_last_few(self, sb: Sandbox, http: requests.Session) -> None:
+        sb.export.settings.unknown_fields = False  # files no other test builds
+        ids = [finished_job(http, sb, start=f"2026-11-0{n}", end=f"2026-11-0{n}", export_type=kind)
+               for n in (1, 2, 3) for kind in ("snapshot", "delta")]  # fmt: skip
+        paths = [job.build.wait(0).path for job in sb.export.jobs[-6:]]  # type: ignore[union-attr]
+        assert all(os.path.exists(path) for path in paths)
+        kept = sb.export.stats()["files_on_disk"]
+        for job_id in ids:
+            sb.export.expire(job_id)
+        assert sb.export.stats()["files_on_disk"] == 4 <= kept  # ExportFiles.keep
+        assert [os.path.exists(path) for path in paths] == [False, False, True, True, True, True]
+
+
 # -- ground truth ---------------------------------------------------------------------------------
 
 
@@ -510,7 +589,7 @@ class TestGroundTruth:
         mixed = sb.export_file_records("2026-11-02", "2026-11-02")
         forms = {type(r["timestamp"]).__name__ + (r["timestamp"][-1] if isinstance(r["timestamp"], str) else "") for r in mixed}
         assert forms == {"int", "strZ", "str0"}
-        for a, b in zip(as_ms, mixed):
+        for a, b in zip(as_ms, mixed, strict=False):
             assert iso_ms(b["timestamp"]) == a["timestamp"] and iso_ms(b["ingest_timestamp"]) == a["ingest_timestamp"]
             if a["crm_status"]["push_time"] is not None:
                 assert iso_ms(b["crm_status"]["push_time"]) == a["crm_status"]["push_time"]

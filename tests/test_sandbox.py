@@ -154,7 +154,9 @@ def test_pagination_serves_everything_once_in_order_with_totals(peopleai_sandbox
     assert s.get(sb.url(ACTIVITIES), params={"offset": 5000}).json()["data"] == []
     # default limit is 1000, unknown parameters are ignored, bad parameters are 400
     assert len(s.get(sb.url(ACTIVITIES), params={"last-n-days": 1, "time-zone": "x"}).json()["data"]) == 1000
-    for bad in ({"limit": 0}, {"limit": 100_001}, {"offset": -1}, {"limit": "x"}, {"from": "2026-11-1"}, {"ingested-to": "11/02/2026"}):
+    for bad in (
+        {"limit": 0}, {"limit": 100_001}, {"offset": -1}, {"limit": "x"}, {"from": "2026-11-1"}, {"ingested-to": "11/02/2026"}
+    ):  # fmt: skip
         assert_error_envelope(s.get(sb.url(ACTIVITIES), params=bad), 400, ACTIVITIES)
 
 
@@ -282,7 +284,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(peopleai_sandbox_factory) -
             ]
         )
     assert bodies[0] == bodies[1]
-    assert all(a != b for a, b in zip(bodies[0], bodies[2]))
+    assert all(a != b for a, b in zip(bodies[0], bodies[2], strict=False))
     assert json.loads(bodies[0][0])["data"][0]["uid"] != json.loads(bodies[2][0])["data"][0]["uid"]
 
 
@@ -421,7 +423,7 @@ def test_rate_limit_answers_429_without_retry_after(peopleai_sandbox_factory) ->
     time.sleep(1.05)
     assert s.get(sb.url(ACTIVITIES), params={"limit": 1}).status_code == 200
     accepted = [r.time for r in sb.requests if r.status != 429]
-    assert all(b - a >= 1.0 for a, b in zip(accepted, accepted[5:]))  # never more than 5 in a second
+    assert all(b - a >= 1.0 for a, b in zip(accepted, accepted[5:], strict=False))  # never more than 5 in a second
 
 
 def test_concurrency_limit_and_latency(peopleai_sandbox_factory) -> None:
@@ -471,7 +473,8 @@ def test_request_log_and_stop(peopleai_sandbox_factory) -> None:
 
 def test_cli_prints_connection_and_stops_on_sigterm() -> None:
     command = [sys.executable, "-m", "airflow_provider_activities.testing.sandbox", "--port", "0", "--seed", "3",
-               "--activities", "500", "--start", "2026-11-01", "--days", "2", "--no-rate-limit", "--timestamp-format", "iso"]  # fmt: skip
+               "--activities", "500", "--start", "2026-11-01", "--days", "2", "--no-rate-limit",
+               "--timestamp-format", "iso"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = dict(process.stdout.readline().rstrip("\n").split("=", 1) for _ in range(4))

@@ -64,7 +64,10 @@ _MEETING_PARTICIPANT_STATUSES = ("accepted", "accepted", "accepted", "tentative"
 
 
 def mix64(value: int) -> int:
-    """The splitmix64 finaliser: a bijection of 64-bit integers that scatters the bits."""
+    """The splitmix64 finaliser: a bijection of 64-bit integers that scatters the bits.
+
+    :param value: a 64-bit integer.
+    """
     z = (value + 0x9E3779B97F4A7C15) & _MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
@@ -72,7 +75,10 @@ def mix64(value: int) -> int:
 
 
 def to_ms(value: datetime | int) -> int:
-    """Epoch milliseconds of an aware ``datetime`` (naive is taken as UTC) or of an ``int`` (returned)."""
+    """Epoch milliseconds of an aware ``datetime`` (naive is taken as UTC) or of an ``int`` (returned).
+
+    :param value: the instant.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if not isinstance(value, datetime):
@@ -100,7 +106,7 @@ class Generator:
         self.seed = seed
         self.count = activities
         self.start_ms = to_ms(start)
-        self.span_ms = int(round(days * DAY_MS))
+        self.span_ms = round(days * DAY_MS)
         self.end_ms = self.start_ms + self.span_ms
         base = mix64(hash_seed(seed))
         self._uid_key_a = mix64(base ^ 0xA5A5)
@@ -138,7 +144,10 @@ class Generator:
             self._cum.append(self._cum[-1] + c)
 
     def timestamp_ms(self, i: int) -> int:
-        """The timestamp of generated activity ``i`` (epoch ms)."""
+        """The timestamp of generated activity ``i`` (epoch ms).
+
+        :param i: the activity's index among the generated ones (0 to ``count - 1``).
+        """
         cum = self._cum
         h = bisect_right(cum, i) - 1
         k = i - cum[h]
@@ -149,7 +158,11 @@ class Generator:
         return self.start_ms + h * HOUR_MS + (k * length) // c + jitter
 
     def timestamps(self, lo: int, hi: int) -> list[int]:
-        """Timestamps of activities ``lo`` to ``hi - 1``, faster than one by one."""
+        """Timestamps of activities ``lo`` to ``hi - 1``, faster than one by one.
+
+        :param lo: the first index.
+        :param hi: the index after the last.
+        """
         out: list[int] = []
         cum, key, start = self._cum, self._jitter_key, self.start_ms
         i = lo
@@ -168,7 +181,10 @@ class Generator:
         return out
 
     def index_at(self, ts_ms: int) -> int:
-        """The first index whose timestamp is at or after ``ts_ms`` (``count`` if none)."""
+        """The first index whose timestamp is at or after ``ts_ms`` (``count`` if none).
+
+        :param ts_ms: the instant, epoch ms.
+        """
         h = (ts_ms - self.start_ms) // HOUR_MS
         if h < 0:
             return 0
@@ -178,7 +194,10 @@ class Generator:
         return bisect_left(range(lo, hi), ts_ms, key=self.timestamp_ms) + lo
 
     def lag_ms(self, i: int) -> int:
-        """The ingestion lag of generated activity ``i``: mostly minutes, at most two days."""
+        """The ingestion lag of generated activity ``i``: mostly minutes, at most two days.
+
+        :param i: the activity's index among the generated ones (0 to ``count - 1``).
+        """
         h = mix64(self._lag_key ^ i)
         u = (h & 0xFFFF) / 65536.0
         v = ((h >> 16) & 0xFFFFFFFF) / 4294967296.0
@@ -193,11 +212,17 @@ class Generator:
         return low + int(v * (high - low))
 
     def created_ms(self, i: int) -> int:
-        """``created_at`` of generated activity ``i``: its timestamp plus its ingestion lag."""
+        """``created_at`` of generated activity ``i``: its timestamp plus its ingestion lag.
+
+        :param i: the activity's index among the generated ones (0 to ``count - 1``).
+        """
         return self.timestamp_ms(i) + self.lag_ms(i)
 
     def uid(self, i: int) -> str:
-        """The uid of activity ``i``: UUID-shaped; unique because its last 64 bits are a bijection of ``i``."""
+        """The uid of activity ``i``: UUID-shaped; unique because its last 64 bits are a bijection of ``i``.
+
+        :param i: the activity's index among the generated ones (0 to ``count - 1``).
+        """
         a = mix64(self._uid_key_a ^ i)
         b = mix64(self._uid_key_b ^ i)
         a = (a & ~(0xF << 12)) | (0x4 << 12)  # version nibble "4", for looks
@@ -236,44 +261,72 @@ class Generator:
             self._type_parts_prefix[name] = parts_prefix
 
     def activity_type(self, i: int) -> str:
-        """The type of generated activity ``i``."""
+        """The type of generated activity ``i``.
+
+        :param i: the activity's index among the generated ones (0 to ``count - 1``).
+        """
         return self._types[i % PERIOD]
 
     def participant_count(self, i: int) -> int:
-        """``number_of_participants`` of generated activity ``i`` (1 to 8)."""
+        """``number_of_participants`` of generated activity ``i`` (1 to 8).
+
+        :param i: the activity's index among the generated ones (0 to ``count - 1``).
+        """
         return self._parts[i % PERIOD]
 
     def type_rank(self, activity_type: str, i: int) -> int:
-        """How many activities of ``activity_type`` have an index below ``i``."""
+        """How many activities of ``activity_type`` have an index below ``i``.
+
+        :param activity_type: ``email``, ``call`` or ``meeting``.
+        :param i: an index among all generated activities.
+        """
         q, r = divmod(i, PERIOD)
         prefix = self._type_prefix[activity_type]
         return q * prefix[PERIOD] + prefix[r]
 
     def type_index(self, activity_type: str, k: int) -> int:
-        """The index of the ``k``-th (0-based) activity of ``activity_type``."""
+        """The index of the ``k``-th (0-based) activity of ``activity_type``.
+
+        :param activity_type: ``email``, ``call`` or ``meeting``.
+        :param k: the rank among the activities of that type.
+        """
         positions = self._type_positions[activity_type]
         q, r = divmod(k, len(positions))
         return q * PERIOD + positions[r]
 
     def participants_before(self, i: int) -> int:
-        """How many participants activities ``0`` to ``i - 1`` hold together."""
+        """How many participants activities ``0`` to ``i - 1`` hold together.
+
+        :param i: an index among all generated activities.
+        """
         q, r = divmod(i, PERIOD)
         return q * self._parts_prefix[PERIOD] + self._parts_prefix[r]
 
     def locate_participant(self, offset: int) -> tuple[int, int]:
-        """``(activity index, slot)`` of the ``offset``-th participant of all activities."""
+        """``(activity index, slot)`` of the ``offset``-th participant of all activities.
+
+        :param offset: the participant's position among all participants, in served order.
+        """
         q, rem = divmod(offset, self._parts_prefix[PERIOD])
         position = bisect_right(self._parts_prefix, rem) - 1
         return q * PERIOD + position, rem - self._parts_prefix[position]
 
     def type_participants_before(self, activity_type: str, k: int) -> int:
-        """How many participants the first ``k`` activities of ``activity_type`` hold together."""
+        """How many participants the first ``k`` activities of ``activity_type`` hold together.
+
+        :param activity_type: ``email``, ``call`` or ``meeting``.
+        :param k: how many activities of that type.
+        """
         prefix = self._type_parts_prefix[activity_type]
         q, r = divmod(k, len(prefix) - 1)
         return q * prefix[-1] + prefix[r]
 
     def type_locate_participant(self, activity_type: str, offset: int) -> tuple[int, int]:
-        """``(k, slot)``: the ``offset``-th participant of activities of one type is in its ``k``-th activity."""
+        """``(k, slot)``: the ``offset``-th participant of activities of one type is in its ``k``-th activity.
+
+        :param activity_type: ``email``, ``call`` or ``meeting``.
+        :param offset: the participant's position among the participants of that type.
+        """
         prefix = self._type_parts_prefix[activity_type]
         q, rem = divmod(offset, prefix[-1])
         position = bisect_right(prefix, rem) - 1
@@ -282,14 +335,20 @@ class Generator:
     # ----- records -----------------------------------------------------------------------------
 
     def activity(self, i: int) -> dict[str, Any]:
-        """Generated activity ``i`` with every field of the vendor schema (times in epoch ms)."""
+        """Generated activity ``i`` with every field of the vendor schema (times in epoch ms).
+
+        :param i: the activity's index among the generated ones (0 to ``count - 1``).
+        """
         ts = self.timestamp_ms(i)
         return self.make_activity(
             i, ts, ts + self.lag_ms(i), self.activity_type(i), self.participant_count(i)
         )
 
     def participants(self, i: int) -> list[dict[str, Any]]:
-        """The participants of generated activity ``i``, in served order (by ``id``, nulls last)."""
+        """The participants of generated activity ``i``, in served order (by ``id``, nulls last).
+
+        :param i: the activity's index among the generated ones (0 to ``count - 1``).
+        """
         return self.make_participants(i, self.activity(i))
 
     def make_activity(self, i: int, ts: int, created: int, activity_type: str, participants: int) -> dict[str, Any]:
@@ -414,6 +473,10 @@ class Generator:
         The team member the activity was ingested for is always a participant; the others are
         colleagues or, for external activities, the account's contacts, the lead, or people known
         only by e-mail (``id`` null). Sorted by ``id`` with nulls last, then e-mail.
+
+        :param i: the activity's index (generated, or ``EXTRA_INDEX_BASE`` plus the number of a live
+            insert): it seeds the choices.
+        :param activity: the activity record they take part in.
         """
         rng = random.Random(self._rng_key | (i << 1) | 1)
         rand = rng.random
@@ -426,7 +489,7 @@ class Generator:
         used_ids = {owner.id} if owner else set()
         externals_wanted = 0
         if activity["external"] and count > 1:
-            externals_wanted = max(1, int(round((count - 1) * (0.4 + 0.6 * rand()))))
+            externals_wanted = max(1, round((count - 1) * (0.4 + 0.6 * rand())))
         account = self._account(activity["account_id"])
         lead = self._lead(activity["lead_id"])
         guests = 0
@@ -463,10 +526,8 @@ class Generator:
                 used_ids.add(person.id)
             people.append(person)
 
-        if activity["direction"] == "outbound" or len(people) == 1:
-            originator = 0
-        else:
-            originator = 1 + int(rand() * (len(people) - 1))
+        outbound_or_alone = activity["direction"] == "outbound" or len(people) == 1
+        originator = 0 if outbound_or_alone else 1 + int(rand() * (len(people) - 1))
         activity_duration = activity["duration"]
         statuses: tuple[str, ...]
         if activity_type == "meeting":
@@ -481,9 +542,7 @@ class Generator:
                 status = "from" if activity_type == "email" else "organizer" if activity_type == "meeting" else "connected"
             else:
                 status = statuses[int(rand() * len(statuses))]
-            if activity_duration is None:
-                duration = 0
-            elif status in ("declined", "no_answer"):
+            if activity_duration is None or status in ("declined", "no_answer"):
                 duration = 0
             else:
                 duration = int(activity_duration * (0.5 + 0.5 * rand())) if slot != originator else int(activity_duration)
@@ -527,11 +586,17 @@ class Generator:
 
 
 def participant_sort_key(record: dict[str, Any]) -> tuple[bool, int, str]:
-    """Order of participants inside one activity: by ``id``, those without one last (by e-mail)."""
+    """Order of participants inside one activity: by ``id``, those without one last (by e-mail).
+
+    :param record: a participant record.
+    """
     participant_id = record["id"]
     return (participant_id is None, participant_id or 0, record["email"] or "")
 
 
 def hash_seed(seed: int) -> int:
-    """A 64-bit integer from any integer seed (negative and huge seeds included)."""
+    """A 64-bit integer from any integer seed (negative and huge seeds included).
+
+    :param seed: any integer.
+    """
     return int.from_bytes(hashlib.sha256(f"peopleai-sandbox:{seed}".encode()).digest()[:8], "big")

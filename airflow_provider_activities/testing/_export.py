@@ -1,6 +1,6 @@
 """The sandbox's Raw Activity Data (bulk export) API: jobs, their states and limits, the files.
 
-Records follow ``raw-activity-data-schema.txt`` and are derived from the same generated
+Records follow the vendor's Raw Activity Data schema and are derived from the same generated
 activities (and live inserts) as the Activity API endpoints: the same ``uid``, type, source id,
 timestamp, participants and matches. Each activity is ingested once (at its ``created_at``); about
 one in eight is reprocessed later (a second version, ``ingest_timestamp`` later, CRM status
@@ -19,6 +19,7 @@ loopback "file host" (``127.0.0.2``), which refuses a request that carries a bea
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import hmac
@@ -27,17 +28,17 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from airflow_provider_activities.testing._data import DAY_MS, EXTRA_INDEX_BASE, Generator, mix64, to_ms
+from airflow_provider_activities.testing._export_files import Build, ExportFile, ExportFiles, FileSpec
 from airflow_provider_activities.testing._pools import crm_id
+from airflow_provider_activities.testing._server import ErrorMaker, FileBody, Request, Response
 from airflow_provider_activities.testing._store import Extra, Filter, Store
-
-if TYPE_CHECKING:
-    from airflow_provider_activities.testing.sandbox import _Request, _Response
 
 UTC = timezone.utc
 EXPORT_JOBS_PATH = "/pull/v1/export/activities/jobs"
@@ -92,7 +93,10 @@ def _day_ms(day: date) -> int:
 
 
 def to_day(value: Any) -> date:
-    """A day from a ``date`` (or ``datetime``) or a ``YYYY-MM-DD`` string."""
+    """A day from a ``date`` (or ``datetime``) or a ``YYYY-MM-DD`` string.
+
+    :param value: the day.
+    """
     if isinstance(value, datetime):
         return value.astimezone(UTC).date() if value.tzinfo else value.date()
     if isinstance(value, date):
@@ -127,6 +131,10 @@ class ExportSettings:
         (a client must bound records to the days it asked for).
     :param unknown_fields: records matched to an account carry an ``account`` object, which the
         schema does not list (a client keeps it in ``_extra``).
+    :param build_wait: seconds the poll that completes a job waits for the job's file to be
+        built (in the background, from that poll on); a job whose file is not built by then
+        answers ``Running``, as a real job does while its file is produced, and a later poll
+        completes it.
     """
 
     polls: int = 2
@@ -141,11 +149,29 @@ class ExportSettings:
     stale_duplicates: bool = False
     spill_days: int = 0
     unknown_fields: bool = True
+    build_wait: float = 5.0
 
 
 @dataclass
 class ExportJobRecord:
-    """One job as the sandbox holds it (see :attr:`ExportService.jobs`)."""
+    """One job as the sandbox holds it (see :attr:`ExportService.jobs`).
+
+    :param job_id: its id (UUID-shaped, deterministic from the seed and its number).
+    :param export_type: ``snapshot`` or ``delta``.
+    :param activity_type: ``all``, ``email``, ``meeting`` or ``call``.
+    :param start_date: its first day.
+    :param end_date: its last day (inclusive).
+    :param number: its creation number (1 for the first job).
+    :param state: ``Queued``, ``Running``, ``Completed``, ``Canceled`` or ``Failed``.
+    :param polls: the status polls counted so far.
+    :param outcome: the state it ends in (``Completed`` unless :meth:`ExportService.fail_next` chose).
+    :param created_time: ``job_created_time`` as answered.
+    :param start_time: ``job_start_time`` as answered.
+    :param end_time: ``job_end_time`` as answered.
+    :param expired: forgotten (its status answers 404).
+    :param build: its file, from the poll that completed it.
+    :param downloads: data requests answered.
+    """
 
     job_id: str
     export_type: str
@@ -160,10 +186,19 @@ class ExportJobRecord:
     start_time: str | None = None
     end_time: str | None = None
     expired: bool = False
-    data: bytes | None = field(default=None, repr=False)
-    gzipped: bool = True
-    """Whether :attr:`data` is gzip (fixed when the file is written, like its other knobs)."""
+    build: Build | None = field(default=None, repr=False)
     downloads: int = 0
+
+    @property
+    def gzipped(self) -> bool:
+        """Whether the job's file is gzip (fixed when the file is written, like its other knobs)."""
+        return self.build.spec.gzip if self.build is not None else True
+
+    @property
+    def data(self) -> bytes | None:
+        """The bytes of the job's file, once built (read from disk: for inspection in tests)."""
+        file = self.build.wait(0) if self.build is not None and self.build.done else None
+        return file.read() if file is not None else None
 
     def answer(self) -> dict[str, Any]:
         """The job as the API describes it."""
@@ -183,7 +218,13 @@ class ExportJobRecord:
 
 @dataclass(frozen=True)
 class FileRequest:
-    """A request to a pre-signed file URL: which host, and whether a bearer token came along."""
+    """A request to a pre-signed file URL: which host, and whether a bearer token came along.
+
+    :param host: the address of the host that answered (``127.0.0.1`` or the file host's).
+    :param path: the request path.
+    :param authorization: an ``Authorization`` header came along.
+    :param status: the status answered.
+    """
 
     host: str
     path: str
@@ -196,7 +237,11 @@ def _now() -> str:
 
 
 class RawRecords:
-    """Raw Activity Data records of one generator (and store of live inserts), deterministic."""
+    """Raw Activity Data records of one generator (and store of live inserts), deterministic.
+
+    :param gen: the generated data.
+    :param store: the data with live inserts.
+    """
 
     def __init__(self, gen: Generator, store: Store) -> None:
         self.gen = gen
@@ -210,14 +255,21 @@ class RawRecords:
     # -- versions -------------------------------------------------------------------------------
 
     def reprocess_lag_ms(self, index: int) -> int | None:
-        """The lag of the second version of activity ``index`` after its ingestion, or ``None``."""
+        """The lag of the second version of activity ``index`` after its ingestion, or ``None``.
+
+        :param index: the activity's record number (its index, or ``EXTRA_INDEX_BASE`` plus an insert's number).
+        """
         h = mix64(self._reprocess_key ^ index)
         if h % 100 >= REPROCESS_PERCENT:
             return None
         return MIN_REPROCESS_LAG_MS + (h >> 8) % (MAX_REPROCESS_LAG_MS - MIN_REPROCESS_LAG_MS)
 
     def versions(self, index: int, activity: dict[str, Any]) -> list[int]:
-        """The ``ingest_timestamp`` (epoch ms, whole seconds) of each version, oldest first."""
+        """The ``ingest_timestamp`` (epoch ms, whole seconds) of each version, oldest first.
+
+        :param index: the activity's record number.
+        :param activity: the activity record.
+        """
         first = _sec(activity["created_at"])
         lag = self.reprocess_lag_ms(index)
         return [first] if lag is None else [first, _sec(activity["created_at"] + lag)]
@@ -239,7 +291,14 @@ class RawRecords:
         version: int,
         unknown_fields: bool,
     ) -> dict[str, Any]:
-        """The record of version ``version`` of one activity; times as epoch ms (whole seconds)."""
+        """The record of version ``version`` of one activity; times as epoch ms (whole seconds).
+
+        :param index: the activity's record number (it seeds the record's choices).
+        :param activity: the activity record.
+        :param participants: its participants, as the Activity API serves them.
+        :param version: 0 for the first ingestion, 1 for the reprocessed one.
+        :param unknown_fields: add the ``account`` object the schema does not list.
+        """
         rng = random.Random(f"{self._seed_text}:{index}")
         rand = rng.random
         kind = activity["activity_type"]
@@ -260,7 +319,7 @@ class RawRecords:
         if version:
             tags.append("reprocessed")
         record["tags"] = tags
-        campaigns = []
+        campaigns: list[dict[str, Any]] = []
         for _ in range(int(rand() * 3)):
             crm, name, start, end = _CAMPAIGNS[int(rand() * len(_CAMPAIGNS))]
             if all(c["crm_id"] != crm for c in campaigns):
@@ -295,12 +354,12 @@ class RawRecords:
         elif kind == "meeting":
             record["start_time"] = _sec(activity["meeting_start_time"])
             record["end_time"] = _sec(activity["meeting_end_time"])
-            record["duration"] = int(round(activity["duration"]))
+            record["duration"] = round(activity["duration"])
             record["all_day"] = rand() < 0.03
             record["location"] = _LOCATIONS[int(rand() * len(_LOCATIONS))]
             record["status"] = activity["meeting_status"]
         else:
-            record["duration"] = int(round(activity["duration"]))
+            record["duration"] = round(activity["duration"])
             if activity["outbound_phone_number"] is not None:
                 record["outbound_phone_number"] = activity["outbound_phone_number"]
         record["created"] = _sec(activity["created_at"])
@@ -330,7 +389,9 @@ class RawRecords:
             "title": person["job_title"],
             "phone": person["phone_number"],
             "email": person["email"],
-            "role": "originator" if person["is_originator"] else ("optional_participant" if rng.random() < 0.15 else "participant"),
+            "role": "originator"
+            if person["is_originator"]
+            else ("optional_participant" if rng.random() < 0.15 else "participant"),
             "type": "external" if external else "internal",
             "time_spent": person["duration"],
         }
@@ -355,7 +416,12 @@ class RawRecords:
 
 
 def format_record(record: dict[str, Any], mode: str, number: int) -> dict[str, Any]:
-    """A record as served: times (epoch ms) written in ``mode`` (record ``number`` picks the mixed form)."""
+    """A record as served: times (epoch ms) written in ``mode`` (record ``number`` picks the mixed form).
+
+    :param record: a record, times as epoch ms.
+    :param mode: ``iso``, ``mixed`` or ``epoch_ms``.
+    :param number: the record's number (picks its form in ``mixed``).
+    """
     if mode == "epoch_ms":
         suffix: str | None = None
     elif mode == "iso":
@@ -385,7 +451,15 @@ class ExportService:
 
     Reach it as ``sandbox.export``: :attr:`settings` holds the knobs; :meth:`fail_next`,
     :meth:`refuse_next`, :meth:`set_state` and :meth:`expire` shape jobs; :attr:`jobs`,
-    :attr:`file_requests` and :attr:`peak_running` tell what happened.
+    :attr:`file_requests` and :attr:`peak_running` tell what happened; :meth:`stats` tells how
+    fast files were built.
+
+    A job's file is built once, when the job completes, and the same file serves every later job
+    of the same days, types, knobs and data (see :mod:`._export_files`).
+
+    :param gen: the generated data.
+    :param store: the data with live inserts.
+    :param secret: signs the file URLs.
     """
 
     def __init__(self, gen: Generator, store: Store, secret: str) -> None:
@@ -406,38 +480,74 @@ class ExportService:
         self.peak_active = 0
         """The most jobs that were ``Queued`` or ``Running`` at once."""
         self.base_url = ""
+        """The API's base URL (set when the sandbox starts)."""
         self.file_host_url = ""
+        """The file host's base URL (set when the sandbox starts)."""
+        self._files = ExportFiles(self._write)
 
     # -- knobs -----------------------------------------------------------------------------------
 
     def fail_next(self, n: int = 1, state: str = "Failed") -> None:
-        """The next ``n`` jobs created end in ``state`` (``Failed`` or ``Canceled``) instead of ``Completed``."""
+        """The next ``n`` jobs created end in ``state`` (``Failed`` or ``Canceled``) instead of ``Completed``.
+
+        :param n: how many jobs.
+        :param state: ``Failed`` or ``Canceled``.
+        """
         if state not in ("Failed", "Canceled"):
             raise ValueError(f"state must be 'Failed' or 'Canceled', got {state!r}")
         with self._lock:
             self._fail_next.extend([state] * n)
 
     def refuse_next(self, n: int = 1, status: int | None = None, message: str | None = None) -> None:
-        """The next ``n`` job creations answer "too many export jobs" (status ``limit_status`` unless given)."""
+        """The next ``n`` job creations answer "too many export jobs" (status ``limit_status`` unless given).
+
+        :param n: how many creations.
+        :param status: the status answered (default: ``settings.limit_status``).
+        :param message: the message answered (default: the usual one).
+        """
         with self._lock:
             self._refuse_next.extend([(status or 0, message)] * n)
 
     def set_state(self, job_id: str, state: str) -> None:
-        """Put a job in ``state`` now (e.g. ``Canceled``, as an administrator would)."""
+        """Put a job in ``state`` now (e.g. ``Canceled``, as an administrator would); a job put in
+        ``Completed`` has its file built before this returns.
+
+        :param job_id: the job.
+        :param state: one of ``Queued``, ``Running``, ``Completed``, ``Canceled``, ``Failed``.
+        """
         if state not in JOB_STATES:
             raise ValueError(f"state must be one of {JOB_STATES}, got {state!r}")
         with self._lock:
             job = self._jobs[job_id]
             job.state = state
-            if state == "Completed":
-                self._write_file(job)
+            build = self._request_file(job) if state == "Completed" else None
             if state in ("Completed", "Failed", "Canceled"):
                 job.end_time = job.end_time or _now()
+        if build is not None:
+            build.wait()
 
     def expire(self, job_id: str) -> None:
-        """Forget a job, as after the 10 days of retention (its status answers 404)."""
+        """Forget a job, as after the 10 days of retention (its status answers 404).
+
+        :param job_id: the job.
+        """
         with self._lock:
-            self._jobs[job_id].expired = True
+            job = self._jobs[job_id]
+            if job.expired:
+                return
+            job.expired = True
+            build = job.build
+        if build is not None:
+            self._files.release(build)
+
+    def stats(self) -> dict[str, Any]:
+        """How the job files were built: ``files_built``, ``records_written``, ``bytes_written``,
+        ``build_seconds``, ``reused`` (jobs whose file was already built or under way),
+        ``files_on_disk``, ``bytes_on_disk``, and ``last_build`` (``records``, ``bytes``,
+        ``seconds``, ``records_per_second``, ``bytes_per_second``; ``None`` before any build).
+        Each build also logs one line at INFO with its size and rate.
+        """
+        return self._files.stats()
 
     @property
     def jobs(self) -> list[ExportJobRecord]:
@@ -453,71 +563,102 @@ class ExportService:
 
     def file_path(self, job_id: str) -> str:
         """The path of a job's file (on either host): ``.jsonl.gz`` when it was written gzip (or,
-        before it is written, when ``settings.gzip`` says it will be)."""
+        before it is written, when ``settings.gzip`` says it will be).
+
+        :param job_id: the job.
+        """
         with self._lock:
             job = self._jobs.get(job_id)
-            gzipped = job.gzipped if job is not None and job.data is not None else self.settings.gzip
+            gzipped = job.gzipped if job is not None and job.build is not None else self.settings.gzip
         return f"{EXPORT_FILES_PATH}/{job_id}.jsonl{'.gz' if gzipped else ''}"
 
     # -- ground truth ------------------------------------------------------------------------------
 
     def file_records(self, start_date: Any, end_date: Any, export_type: str, activity_type: str = "all") -> list[dict[str, Any]]:
-        """The records a job of these days writes to its file, in order, as served."""
-        first, last = to_day(start_date), to_day(end_date)
-        rows = self._rows(first, last, export_type, activity_type, self.settings)
-        mode = self.settings.timestamp_format
-        return [format_record(record, mode, number) for number, record in rows]
+        """The records a job of these days writes to its file, in order, as served (with the
+        knobs of now).
 
-    def expected_records(self, start_date: Any, end_date: Any, export_type: str, activity_type: str = "all") -> list[dict[str, Any]]:
+        :param start_date: the first day (``date`` or ``YYYY-MM-DD``).
+        :param end_date: the last day (inclusive).
+        :param export_type: ``snapshot`` or ``delta``.
+        :param activity_type: ``all``, ``email``, ``meeting`` or ``call``.
+        """
+        spec = self._spec(start_date, end_date, export_type, activity_type, self.settings)
+        return [format_record(record, spec.timestamp_format, number) for number, record in self._rows(spec)]
+
+    def expected_records(
+        self, start_date: Any, end_date: Any, export_type: str, activity_type: str = "all"
+    ) -> list[dict[str, Any]]:
         """What a correct client keeps of a job's file (as served): records whose ``timestamp``
         (snapshot) or ``ingest_timestamp`` (delta) falls in the days, each ``uid`` once per UTC day
-        of that field, the latest ``ingest_timestamp`` winning; ordered by that field, then ``uid``."""
-        first, last = to_day(start_date), to_day(end_date)
-        quiet = ExportSettings(**{**vars(self.settings), "stale_duplicates": False, "spill_days": 0})
-        rows = self._rows(first, last, export_type, activity_type, quiet)
+        of that field, the latest ``ingest_timestamp`` winning; ordered by that field, then ``uid``.
+
+        :param start_date: the first day (``date`` or ``YYYY-MM-DD``).
+        :param end_date: the last day (inclusive).
+        :param export_type: ``snapshot`` or ``delta``.
+        :param activity_type: ``all``, ``email``, ``meeting`` or ``call``.
+        """
+        spec = self._spec(start_date, end_date, export_type, activity_type, self.settings)
+        quiet = dataclasses.replace(spec, stale_duplicates=False, spill_days=0)
         field_name = "timestamp" if export_type == "snapshot" else "ingest_timestamp"
         best: dict[tuple[int, str], tuple[int, dict[str, Any]]] = {}
-        for number, record in rows:
+        for number, record in self._rows(quiet):
             key = (record[field_name] // DAY_MS, record["uid"])
             if key not in best or record["ingest_timestamp"] >= best[key][1]["ingest_timestamp"]:
                 best[key] = (number, record)
         ordered = sorted(best.values(), key=lambda item: (item[1][field_name], item[1]["uid"]))
-        mode = self.settings.timestamp_format
-        return [format_record(record, mode, number) for number, record in ordered]
+        return [format_record(record, spec.timestamp_format, number) for number, record in ordered]
 
-    def _rows(
-        self, first: date, last: date, export_type: str, activity_type: str, settings: ExportSettings
-    ) -> list[tuple[int, dict[str, Any]]]:
-        """``(record number, record)`` of a file, times as epoch ms; the number picks mixed formats."""
+    def _spec(self, start_date: Any, end_date: Any, export_type: str, activity_type: str, settings: ExportSettings) -> FileSpec:
+        """The file of a job of these days with these knobs, over the data of now."""
         if export_type not in EXPORT_TYPES:
             raise ValueError(f"export_type must be one of {EXPORT_TYPES}, got {export_type!r}")
         if activity_type not in EXPORT_ACTIVITY_TYPES:
             raise ValueError(f"activity_type must be one of {EXPORT_ACTIVITY_TYPES}, got {activity_type!r}")
-        kind = None if activity_type == "all" else activity_type
-        low = _day_ms(first) - settings.spill_days * DAY_MS
-        high = _day_ms(last) + DAY_MS + settings.spill_days * DAY_MS
-        out: list[tuple[int, dict[str, Any]]] = []
-        if export_type == "snapshot":
+        return FileSpec(
+            export_type=export_type,
+            activity_type=activity_type,
+            start_date=to_day(start_date),
+            end_date=to_day(end_date),
+            gzip=settings.gzip,
+            timestamp_format=settings.timestamp_format,
+            stale_duplicates=settings.stale_duplicates,
+            spill_days=settings.spill_days,
+            unknown_fields=settings.unknown_fields,
+            data_version=self.store.version,
+        )
+
+    def _rows(self, spec: FileSpec) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(record number, record)`` of a file in order, times as epoch ms, made one at a time;
+        the number picks mixed formats.
+        """
+        kind = None if spec.activity_type == "all" else spec.activity_type
+        low = _day_ms(spec.start_date) - spec.spill_days * DAY_MS
+        high = _day_ms(spec.end_date) + DAY_MS + spec.spill_days * DAY_MS
+        build = self.raw.build
+        if spec.export_type == "snapshot":
             view = self.store.view(Filter(kind, ts_from=low, ts_to=high))
             for index, extra in view.items(0):
                 activity, people, number = self._activity(index, extra)
-                versions = self.raw.versions(number, activity)
-                latest = len(versions) - 1
-                out.append((2 * number + latest, self.raw.build(number, activity, people, latest, settings.unknown_fields)))
-                if settings.stale_duplicates and latest > 0:
-                    out.append((2 * number, self.raw.build(number, activity, people, 0, settings.unknown_fields)))
-            return out
+                latest = len(self.raw.versions(number, activity)) - 1
+                yield 2 * number + latest, build(number, activity, people, latest, spec.unknown_fields)
+                if spec.stale_duplicates and latest > 0:
+                    yield 2 * number, build(number, activity, people, 0, spec.unknown_fields)
+            return
+        # A delta is ordered by ingest_timestamp: find the versions first (cheap keys only), then
+        # make their records in that order.
         view = self.store.view(Filter(kind, created_from=low - MAX_REPROCESS_LAG_MS, created_to=high))
-        found = []
+        found: list[tuple[int, str, int, int, Extra | None]] = []
         for index, extra in view.items(0):
-            activity, people, number = self._activity(index, extra)
+            activity = self.gen.activity(index) if extra is None else extra.activity
+            number = index if extra is None else EXTRA_INDEX_BASE + extra.number
             for version, ingest in enumerate(self.raw.versions(number, activity)):
                 if low <= ingest < high:
-                    found.append((ingest, activity["uid"], version, number, activity, people))
+                    found.append((ingest, activity["uid"], version, index, extra))
         found.sort(key=lambda item: item[:3])
-        for ingest, _uid, version, number, activity, people in found:
-            out.append((2 * number + version, self.raw.build(number, activity, people, version, settings.unknown_fields)))
-        return out
+        for _ingest, _uid, version, index, extra in found:
+            activity, people, number = self._activity(index, extra)
+            yield 2 * number + version, build(number, activity, people, version, spec.unknown_fields)
 
     def _activity(self, index: int, extra: Extra | None) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
         if extra is None:
@@ -525,21 +666,45 @@ class ExportService:
             return activity, self.gen.make_participants(index, activity), index
         return dict(extra.activity), [dict(p) for p in extra.participants], EXTRA_INDEX_BASE + extra.number
 
-    def _write_file(self, job: ExportJobRecord) -> bytes:
-        """Write a job's file once, with the knobs of now (later knob changes do not alter it)."""
-        if job.data is None:
-            records = self.file_records(job.start_date, job.end_date, job.export_type, job.activity_type)
-            text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records).encode("utf-8")
-            job.gzipped = self.settings.gzip
-            job.data = gzip.compress(text, compresslevel=6, mtime=0) if job.gzipped else text
-        return job.data
+    def _write(self, spec: FileSpec, out: BinaryIO) -> int:
+        """Write the file of ``spec`` to ``out`` as JSON Lines (gzip when the spec says so),
+        streaming; returns how many records it wrote.
+        """
+        if not spec.gzip:
+            return self._write_lines(spec, out.write)
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=out, mtime=0) as packed:
+            return self._write_lines(spec, packed.write)
+
+    def _write_lines(self, spec: FileSpec, write: Callable[[bytes], object]) -> int:
+        """The records of ``spec`` as JSON Lines, a thousand lines a ``write``; their count."""
+        mode = spec.timestamp_format
+        count = 0
+        lines: list[str] = []
+        for number, record in self._rows(spec):
+            lines.append(json.dumps(format_record(record, mode, number), ensure_ascii=False, separators=(",", ":")))
+            count += 1
+            if len(lines) == 1000:
+                write(("\n".join(lines) + "\n").encode("utf-8"))
+                lines.clear()
+        if lines:
+            write(("\n".join(lines) + "\n").encode("utf-8"))
+        return count
+
+    def _request_file(self, job: ExportJobRecord) -> Build:
+        """The job's file: requested once, with the knobs of now (later knob changes do not alter it)."""
+        if job.build is None:
+            spec = self._spec(job.start_date, job.end_date, job.export_type, job.activity_type, self.settings)
+            job.build = self._files.request(spec)
+        return job.build
 
     # -- HTTP ------------------------------------------------------------------------------------
 
-    def create(self, request: _Request, error: Any) -> _Response:
-        """``POST /pull/v1/export/activities/jobs``."""
-        from airflow_provider_activities.testing.sandbox import _Response
+    def create(self, request: Request, error: ErrorMaker) -> Response:
+        """``POST /pull/v1/export/activities/jobs``.
 
+        :param request: the request.
+        :param error: makes error answers.
+        """
         path = request.path
         try:
             body = json.loads(request.body or b"null")
@@ -604,14 +769,14 @@ class ExportService:
             self._jobs[job_id] = job
             self._note_peaks()
             answer = job.answer()
-        return _Response(200, json.dumps(answer).encode())
+        return Response(200, json.dumps(answer).encode())
 
     def _note_peaks(self) -> None:
         live = [job for job in self._jobs.values() if not job.expired]
         self.peak_running = max(self.peak_running, sum(job.state == "Running" for job in live))
         self.peak_active = max(self.peak_active, sum(job.state in ("Queued", "Running") for job in live))
 
-    def _job(self, job_id: str, path: str, error: Any) -> ExportJobRecord | Any:
+    def _job(self, job_id: str, path: str, error: ErrorMaker) -> ExportJobRecord | Any:
         if not _JOB_ID_RE.match(job_id):
             return error(400, path, f"Malformed job id {job_id!r}")
         job = self._jobs.get(job_id)
@@ -619,10 +784,12 @@ class ExportService:
             return error(404, path, f"Export job {job_id} not found")
         return job
 
-    def status_or_data(self, request: _Request, error: Any) -> _Response:
-        """``GET /pull/v1/export/activities/jobs/{job_id}`` and ``.../{job_id}/data``."""
-        from airflow_provider_activities.testing.sandbox import _Response
+    def status_or_data(self, request: Request, error: ErrorMaker) -> Response:
+        """``GET /pull/v1/export/activities/jobs/{job_id}`` and ``.../{job_id}/data``.
 
+        :param request: the request.
+        :param error: makes error answers.
+        """
         path = request.path
         rest = path[len(EXPORT_JOBS_PATH) + 1 :]
         job_id, _, tail = rest.partition("/")
@@ -633,40 +800,68 @@ class ExportService:
             if not isinstance(job, ExportJobRecord):
                 return job
             if tail == "":
-                self._poll(job)
-                return _Response(200, json.dumps(job.answer()).encode())
-            if job.state != "Completed":
+                build = self._poll(job)
+                if build is None:
+                    return Response(200, json.dumps(job.answer()).encode())
+            elif job.state != "Completed":
                 return error(400, path, f"Export job {job_id} is {job.state}, not Completed: no data")
-            job.downloads += 1
-            data = self._write_file(job)
-            gzipped = job.gzipped
+            else:
+                job.downloads += 1
+                build = self._request_file(job)
+        if tail == "":
+            return self._finish_poll(job, build)
+        return self._data(job_id, build)
+
+    def _data(self, job_id: str, build: Build) -> Response:
+        """The data answer of a completed job: a redirect to its signed file URL, or the file."""
+        file = build.wait()  # built before the job completed, unless set_state completed it just now
+        if file is None:
+            raise RuntimeError(f"export job {job_id} has no file")  # wait() without a timeout returns a file
         settings = self.settings
         if settings.redirect_url is not None:
-            return _Response(302, b"", headers={"Location": settings.redirect_url})
+            return Response(302, b"", headers={"Location": settings.redirect_url})
         if settings.redirect == "same_host":
-            return _Response(302, b"", headers={"Location": self._signed(job_id)})
+            return Response(302, b"", headers={"Location": self._signed(job_id)})
         if settings.redirect == "other_host":
-            return _Response(302, b"", headers={"Location": self.file_host_url + self._signed(job_id)})
-        return self._file_response(job_id, data, gzipped)
+            return Response(302, b"", headers={"Location": self.file_host_url + self._signed(job_id)})
+        return self._file_response(job_id, file)
 
-    def _poll(self, job: ExportJobRecord) -> None:
+    def _poll(self, job: ExportJobRecord) -> Build | None:
+        """Count one status poll of ``job`` (under the lock). When the poll completes the job, the
+        job's file is requested and returned, for :meth:`_finish_poll` to wait for; else ``None``.
+        """
         if job.state in ("Completed", "Failed", "Canceled"):
-            return
+            return None
         settings = self.settings
         running = sum(1 for other in self._jobs.values() if other.state == "Running" and not other.expired)
         if job.state == "Queued" and running >= settings.max_running:
-            return  # waits for a running slot; this poll does not count
+            return None  # waits for a running slot; this poll does not count
         job.polls += 1
         if job.polls > settings.polls:
-            job.state = job.outcome
             job.start_time = job.start_time or _now()
+            if job.outcome == "Completed":
+                return self._request_file(job)
+            job.state = job.outcome
             job.end_time = _now()
-            if job.state == "Completed":
-                self._write_file(job)
         elif job.polls > settings.polls // 2 or job.state == "Running":
             job.state = "Running"
             job.start_time = job.start_time or _now()
         self._note_peaks()
+        return None
+
+    def _finish_poll(self, job: ExportJobRecord, build: Build) -> Response:
+        """Wait (without the lock) up to ``settings.build_wait`` for the file of a job this poll
+        completes: ``Completed`` once it is built, ``Running`` until then.
+        """
+        built = build.wait(self.settings.build_wait) is not None
+        with self._lock:
+            if job.state not in ("Completed", "Failed", "Canceled"):
+                job.state = "Completed" if built else "Running"
+                if built:
+                    job.end_time = _now()
+            self._note_peaks()
+            answer = job.answer()
+        return Response(200, json.dumps(answer).encode())
 
     def _signature(self, job_id: str) -> str:
         return hmac.new(self._secret, f"{job_id}:{_SIGNED_EXPIRES}".encode(), hashlib.sha256).hexdigest()
@@ -674,23 +869,30 @@ class ExportService:
     def _signed(self, job_id: str) -> str:
         return f"{self.file_path(job_id)}?Expires={_SIGNED_EXPIRES}&Signature={quote(self._signature(job_id))}"
 
-    def file(self, request: _Request, error: Any, host: str, foreign: bool) -> _Response:
+    def file(self, request: Request, error: ErrorMaker, foreign: bool) -> Response:
         """``GET /pull/v1/export/files/{job_id}.jsonl[.gz]?Expires=...&Signature=...``.
 
         :param foreign: served by the file host: like S3, it refuses a request that carries an
             ``Authorization`` header besides the signature (the API's own origin ignores one).
+        :param request: the request.
+        :param error: makes error answers.
         """
         authorization = bool(request.headers.get("Authorization"))
         return self._file_answer(request, error, authorization and foreign)
 
-    def note_file_request(self, host: str, request: _Request, status: int) -> None:
+    def note_file_request(self, host: str, request: Request, status: int) -> None:
         """Keep a request to a file URL in :attr:`file_requests` with the status answered (the
-        sandbox calls it for every such request, faults and limits included)."""
+        sandbox calls it for every such request, faults and limits included).
+
+        :param host: the host that answered.
+        :param request: the request.
+        :param status: the status answered.
+        """
         authorization = bool(request.headers.get("Authorization"))
         with self._lock:
             self._file_requests.append(FileRequest(host, request.path, authorization, status))
 
-    def _file_answer(self, request: _Request, error: Any, refuse_authorization: bool) -> _Response:
+    def _file_answer(self, request: Request, error: ErrorMaker, refuse_authorization: bool) -> Response:
         path = request.path
         match = _FILE_RE.match(path[len(EXPORT_FILES_PATH) :])
         if match is None:
@@ -703,23 +905,21 @@ class ExportService:
             return error(403, path, "Signature does not match")
         with self._lock:
             job = self._jobs.get(job_id)
-            live = job is not None and not job.expired and job.data is not None
-            data, gzipped = (job.data, job.gzipped) if live else (None, False)  # type: ignore[union-attr]
-        if data is None or (match.group(2) is not None) != gzipped:
+            build = job.build if job is not None and not job.expired else None
+        file = build.wait(0) if build is not None and build.done else None
+        if file is None or (match.group(2) is not None) != file.spec.gzip:
             return error(404, path, "No such file")
-        return self._file_response(job_id, data, gzipped)
+        return self._file_response(job_id, file)
 
-    def _file_response(self, job_id: str, data: bytes, gzipped: bool) -> _Response:
-        from airflow_provider_activities.testing.sandbox import _Response
-
+    def _file_response(self, job_id: str, file: ExportFile) -> Response:
         headers = {"Content-Type": "application/x-ndjson"}
-        if gzipped:
+        if file.spec.gzip:
             if self.settings.content_encoding:
                 headers["Content-Encoding"] = "gzip"
             else:
                 headers["Content-Type"] = "application/gzip"
                 headers["Content-Disposition"] = f'attachment; filename="{job_id}.jsonl.gz"'
-        return _Response(200, data, headers=headers)
+        return Response(200, FileBody(file.path, file.size), headers=headers)
 
 
 __all__ = [

@@ -360,7 +360,11 @@ class Faults:
             }
 
     def take_failure(self, path: str, is_token: bool) -> Failure | None:
-        """Decide whether a request fails outright, consuming the fault that makes it fail."""
+        """Decide whether a request fails outright, consuming the fault that makes it fail.
+
+        :param path: the request's path.
+        :param is_token: a token request (spared unless a knob includes them).
+        """
         with self._lock:
             if is_token and self._token_down > 0:
                 self._token_down -= 1
@@ -382,7 +386,10 @@ class Faults:
             return None
 
     def take_body_fault(self, path: str) -> str | None:
-        """``"drop_connection"``, ``"invalid_json"`` or ``None`` for a successful data answer."""
+        """``"drop_connection"``, ``"invalid_json"`` or ``None`` for a successful data answer.
+
+        :param path: the request's path.
+        """
         with self._lock:
             for name, rules in (("drop_connection", self._drop_rules), ("invalid_json", self._invalid_rules)):
                 for rule in rules:
@@ -392,7 +399,11 @@ class Faults:
             return None
 
     def take_insert(self, path: str, offset: int) -> int:
-        """How many activities to insert before answering a data request at ``offset`` (0: none)."""
+        """How many activities to insert before answering a data request at ``offset`` (0: none).
+
+        :param path: the request's path.
+        :param offset: the request's ``offset``.
+        """
         with self._lock:
             for rule in self._insert_rules:
                 if offset >= rule.offset and _path_matches(rule.path, path):

@@ -51,18 +51,28 @@ _BYTE_TO_BASE62 = bytes(ord(_BASE62[b % 62]) for b in range(256))
 
 
 def crm_id(rng: random.Random, prefix: str) -> str:
-    """A Salesforce-style 18-character id: a 3-character object prefix and 15 base62 characters."""
+    """A Salesforce-style 18-character id: a 3-character object prefix and 15 base62 characters.
+
+    :param rng: the random source.
+    :param prefix: the object's 3-character prefix (``003`` contact, ``00Q`` lead ...).
+    """
     return prefix + rng.randbytes(15).translate(_BYTE_TO_BASE62).decode("ascii")
 
 
 def ascii_slug(text: str) -> str:
-    """Lower-case ASCII letters and digits of ``text`` (accents folded, other scripts dropped)."""
+    """Lower-case ASCII letters and digits of ``text`` (accents folded, other scripts dropped).
+
+    :param text: a name, in any script.
+    """
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     return "".join(ch for ch in folded.lower() if ch.isalnum())
 
 
 def phone_number(rng: random.Random) -> str:
-    """A fictional phone number (US 555-01xx or a European format)."""
+    """A fictional phone number (US 555-01xx or a European format).
+
+    :param rng: the random source.
+    """
     if rng.random() < 0.6:
         return f"+1 {rng.randint(201, 989)} 555 01{rng.randint(0, 99):02d}"
     return f"+{rng.choice((33, 44, 49, 46, 34))} {rng.randint(10, 99)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}"
@@ -74,6 +84,13 @@ class Person:
 
     :param id: the backstory participant id (``None`` for people known only by e-mail).
     :param user_id: the backstory user id, for internal team members only.
+    :param name: the full name (``None`` when only the e-mail is known).
+    :param email: the e-mail address.
+    :param job_title: the job title, if known.
+    :param phone_number: the phone number, if known.
+    :param seniority: the seniority, if known.
+    :param department: the department, if known.
+    :param external: not a member of the customer's team.
     """
 
     id: int | None
@@ -89,7 +106,12 @@ class Person:
 
 @dataclass(frozen=True)
 class Opportunity:
-    """An opportunity of an account."""
+    """An opportunity of an account.
+
+    :param id: its backstory id.
+    :param crm_id: its Salesforce-style id.
+    :param stage: its sales stage.
+    """
 
     id: int
     crm_id: str
@@ -98,7 +120,15 @@ class Opportunity:
 
 @dataclass(frozen=True)
 class Account:
-    """A customer account, its contacts and its opportunities."""
+    """A customer account, its contacts and its opportunities.
+
+    :param id: its backstory id.
+    :param crm_id: its Salesforce-style id.
+    :param name: the company's name.
+    :param domain: its e-mail domain.
+    :param contacts: the people known there.
+    :param opportunities: its opportunities.
+    """
 
     id: int
     crm_id: str
@@ -110,7 +140,12 @@ class Account:
 
 @dataclass(frozen=True)
 class Lead:
-    """A lead (not yet an account): its ids and the person behind it."""
+    """A lead (not yet an account): its ids and the person behind it.
+
+    :param id: its backstory id.
+    :param crm_id: its Salesforce-style id.
+    :param person: the person.
+    """
 
     id: int
     crm_id: str
@@ -119,7 +154,12 @@ class Lead:
 
 @dataclass(frozen=True)
 class Pools:
-    """Everything activities draw from."""
+    """Everything activities draw from.
+
+    :param users: the customer's team members.
+    :param accounts: the customer's accounts.
+    :param leads: the customer's leads.
+    """
 
     users: tuple[Person, ...]
     accounts: tuple[Account, ...]
@@ -153,7 +193,14 @@ def _person(rng: random.Random, person_id: int | None, user_id: int | None, doma
 
 
 def build_pools(seed: int, users: int = 60, accounts: int = 300, contacts_per_account: int = 12, leads: int = 400) -> Pools:
-    """The pools of one sandbox, a pure function of ``seed``."""
+    """The pools of one sandbox, a pure function of ``seed``.
+
+    :param seed: the data seed.
+    :param users: how many team members.
+    :param accounts: how many accounts.
+    :param contacts_per_account: how many contacts each account has.
+    :param leads: how many leads.
+    """
     rng = random.Random(f"peopleai-sandbox-pools:{seed}")
     user_ids = rng.sample(range(10_000, 99_999), users)
     person_ids = iter(rng.sample(range(1_000_000, 9_999_999), users + accounts * contacts_per_account + leads))

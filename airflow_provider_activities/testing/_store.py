@@ -14,8 +14,9 @@ import threading
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from airflow_provider_activities.testing._data import (
     ACTIVITY_TYPES,
@@ -44,7 +45,10 @@ class Filter:
     created_to: int | None = None
 
     def matches(self, record: dict[str, Any]) -> bool:
-        """Whether an activity record (times in epoch ms) is selected."""
+        """Whether an activity record (times in epoch ms) is selected.
+
+        :param record: an activity record, times in epoch ms.
+        """
         if self.activity_type is not None and record["activity_type"] != self.activity_type:
             return False
         ts, created = record["timestamp"], record["created_at"]
@@ -54,9 +58,7 @@ class Filter:
             return False
         if self.created_from is not None and created < self.created_from:
             return False
-        if self.created_to is not None and created >= self.created_to:
-            return False
-        return True
+        return self.created_to is None or created < self.created_to
 
     @property
     def has_created_bounds(self) -> bool:
@@ -66,7 +68,13 @@ class Filter:
 
 @dataclass
 class Extra:
-    """A live-inserted activity, its participants and its place in the order."""
+    """A live-inserted activity, its participants and its place in the order.
+
+    :param activity: the activity record (times in epoch ms).
+    :param participants: its participant records.
+    :param number: its insertion number (0 for the first insert); ``EXTRA_INDEX_BASE`` plus it
+        seeds its records.
+    """
 
     activity: dict[str, Any]
     participants: list[dict[str, Any]]
@@ -219,7 +227,10 @@ class View:
         self.participant_total = selected.participants_before(selected.count) + parts_of_extras
 
     def items(self, position: int) -> Iterator[Item]:
-        """The activities from merged ``position`` on, in order."""
+        """The activities from merged ``position`` on, in order.
+
+        :param position: the first position, in merged order.
+        """
         positions = self._extra_positions
         j = bisect_left(positions, position)
         selected = self.selected
@@ -231,7 +242,11 @@ class View:
                 yield selected.index(p - j), None
 
     def activities(self, offset: int, count: int) -> list[dict[str, Any]]:
-        """Activities ``offset`` to ``offset + count - 1`` (fewer at the end), times in epoch ms."""
+        """Activities ``offset`` to ``offset + count - 1`` (fewer at the end), times in epoch ms.
+
+        :param offset: the first position.
+        :param count: how many at most.
+        """
         out: list[dict[str, Any]] = []
         if count <= 0 or offset >= self.activity_total:
             return out
@@ -243,7 +258,11 @@ class View:
         return out
 
     def activity_items(self, offset: int, count: int) -> list[Item]:
-        """Like :meth:`activities`, as :data:`Item` (for formatting by record index)."""
+        """Like :meth:`activities`, as :data:`Item` (for formatting by record index).
+
+        :param offset: the first position.
+        :param count: how many at most.
+        """
         out: list[Item] = []
         if count <= 0 or offset >= self.activity_total:
             return out
@@ -264,6 +283,8 @@ class View:
     def participant_items(self, offset: int, count: int) -> list[tuple[Item, list[dict[str, Any]], int]]:
         """Participants ``offset`` to ``offset + count - 1`` grouped by activity.
 
+        :param offset: the first participant's position.
+        :param count: how many at most.
         :returns: ``(item, participants, first slot)`` per activity touched, the participants
             already cut to the slice.
         """
@@ -283,7 +304,11 @@ class View:
         return out
 
     def participants(self, offset: int, count: int) -> list[dict[str, Any]]:
-        """Participants ``offset`` to ``offset + count - 1`` (fewer at the end), times in epoch ms."""
+        """Participants ``offset`` to ``offset + count - 1`` (fewer at the end), times in epoch ms.
+
+        :param offset: the first participant's position.
+        :param count: how many at most.
+        """
         return [p for _, chunk, _ in self.participant_items(offset, count) for p in chunk]
 
     def first_activity(self) -> dict[str, Any] | None:
@@ -317,7 +342,13 @@ class Store:
         created_at: int | None = None,
         activity_type: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Insert ``count`` activities (each with participants); see ``Sandbox.add_activities``."""
+        """Insert ``count`` activities (each with participants); see ``Sandbox.add_activities``.
+
+        :param count: how many.
+        :param timestamp: their timestamp (epoch ms); default: random in the data period.
+        :param created_at: their ``created_at`` (epoch ms); default: the timestamp plus one to 31 minutes.
+        :param activity_type: ``email``, ``call`` or ``meeting``; default: random.
+        """
         if activity_type is not None and activity_type not in ACTIVITY_TYPES:
             raise ValueError(f"activity_type must be one of {ACTIVITY_TYPES} or None, got {activity_type!r}")
         gen = self.gen
@@ -348,7 +379,10 @@ class Store:
             return list(self._extras)
 
     def generated_index_after(self, key: tuple[int, str]) -> int:
-        """The number of generated activities ordered before ``key`` = ``(timestamp, uid)``."""
+        """The number of generated activities ordered before ``key`` = ``(timestamp, uid)``.
+
+        :param key: ``(timestamp, uid)``.
+        """
         gen = self.gen
         ts, uid = key
         index = gen.index_at(ts)
@@ -359,7 +393,10 @@ class Store:
     # ----- views ------------------------------------------------------------------------------
 
     def view(self, query: Filter) -> View:
-        """The view of ``query`` over the current data (cached until the next insert)."""
+        """The view of ``query`` over the current data (cached until the next insert).
+
+        :param query: which activities.
+        """
         with self._lock:
             found = self._views.get((query, self.version))
             if found is not None:
@@ -410,17 +447,17 @@ class Store:
         for scan_lo, scan_hi, sure in ((lo, sure_lo, False), (sure_lo, sure_hi, True), (sure_hi, hi, False)):
             if scan_hi <= scan_lo:
                 continue
-            if sure and wanted is None:
-                found.extend(range(scan_lo, scan_hi))
-            elif sure:
-                first, last = gen.type_rank(wanted, scan_lo), gen.type_rank(wanted, scan_hi)
-                found.extend(gen.type_index(wanted, k) for k in range(first, last))
-            else:
-                for i, ts in zip(range(scan_lo, scan_hi), gen.timestamps(scan_lo, scan_hi)):
+            if not sure:
+                for i, ts in zip(range(scan_lo, scan_hi), gen.timestamps(scan_lo, scan_hi), strict=True):
                     if wanted is not None and kind(i) != wanted:
                         continue
                     if created_from <= ts + lag(i) < created_to:
                         found.append(i)
+            elif wanted is None:
+                found.extend(range(scan_lo, scan_hi))
+            else:
+                first, last = gen.type_rank(wanted, scan_lo), gen.type_rank(wanted, scan_hi)
+                found.extend(gen.type_index(wanted, k) for k in range(first, last))
         with self._lock:
             self._lists[query] = found
             while len(self._lists) > 16:

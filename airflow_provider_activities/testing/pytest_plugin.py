@@ -18,7 +18,8 @@ Fixtures:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,10 @@ FAST_DEFAULTS: dict[str, Any] = {"rate_limit": None}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``peopleai_sandbox`` marker."""
+    """Register the ``peopleai_sandbox`` marker.
+
+    :param config: pytest's configuration.
+    """
     config.addinivalue_line(
         "markers",
         "peopleai_sandbox(**kwargs): Sandbox settings for the peopleai_sandbox / peopleai_connection fixtures",
@@ -39,7 +43,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def peopleai_sandbox_factory() -> Iterator[Callable[..., Sandbox]]:
     """A callable making started sandboxes: ``make(**kwargs)`` takes :class:`Sandbox`'s arguments
-    (``rate_limit`` defaults to ``None``); all of them are stopped when the test ends."""
+    (``rate_limit`` defaults to ``None``); all of them are stopped when the test ends.
+    """
     made: list[Sandbox] = []
 
     def make(**kwargs: Any) -> Sandbox:
@@ -56,7 +61,11 @@ def peopleai_sandbox_factory() -> Iterator[Callable[..., Sandbox]]:
 @pytest.fixture
 def peopleai_sandbox(request: pytest.FixtureRequest, peopleai_sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
     """A started sandbox for one test (settings from the ``peopleai_sandbox`` marker or an
-    indirect parameter, else defaults with ``rate_limit=None``); stopped after the test."""
+    indirect parameter, else defaults with ``rate_limit=None``); stopped after the test.
+
+    :param request: the requesting test (its marker and parameter).
+    :param peopleai_sandbox_factory: makes the sandbox.
+    """
     settings: dict[str, Any] = {}
     marker = request.node.get_closest_marker("peopleai_sandbox")
     if marker is not None:
@@ -71,6 +80,10 @@ def peopleai_sandbox(request: pytest.FixtureRequest, peopleai_sandbox_factory: C
 
 @pytest.fixture
 def peopleai_connection(peopleai_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    """The ``peopleai_sandbox`` with ``AIRFLOW_CONN_PEOPLEAI_DEFAULT`` set to its connection JSON."""
+    """The ``peopleai_sandbox`` with ``AIRFLOW_CONN_PEOPLEAI_DEFAULT`` set to its connection JSON.
+
+    :param peopleai_sandbox: the sandbox.
+    :param monkeypatch: sets the variable for the test only.
+    """
     monkeypatch.setenv("AIRFLOW_CONN_PEOPLEAI_DEFAULT", peopleai_sandbox.connection_json())
     yield peopleai_sandbox
