@@ -55,6 +55,14 @@ EXTRA_FIELDS: dict[str, ExtraField] = {
     "max_concurrency": ExtraField(
         "Max concurrency", "Most requests in flight at once (the API allows 10).", "integer", 10
     ),
+    "rate_limit_redis_conn_id": ExtraField(
+        "Shared rate budget (Redis connection id)",
+        "Id of an Airflow connection of type redis (host, port, password, `db` in its extras). Set: every "
+        "process and host on this API key shares requests_per_second and max_concurrency through it. "
+        "Needs airflow-provider-activities[redis]. Empty: each process paces on its own.",
+        "string",
+        None,
+    ),
     "timeout": ExtraField("Timeout (s)", "Connect and read timeout of every request, in seconds.", "number", 60.0),
     "max_retries": ExtraField(
         "Max retries",
@@ -137,6 +145,7 @@ class ClientConfig:
     page_size: int | None = None
     requests_per_second: float = 5.0
     max_concurrency: int = 10
+    rate_limit_redis_conn_id: str | None = None
     timeout: float = 60.0
     max_retries: int = 8
     backoff_base: float = 1.0

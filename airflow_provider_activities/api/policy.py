@@ -11,6 +11,7 @@ import hashlib
 import heapq
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -196,6 +197,43 @@ class SharedRateLimiter:
         with self.condition:
             self.limiter.release(now)
             self.condition.notify()
+
+
+LOCAL_LEASE = "local"
+"""The lease id of a slot taken from the per-process limiter (slots shared through Redis carry random ids)."""
+
+
+class LocalBudget:
+    """The per-process limiter behind the lease interface of the shared rate budget.
+
+    The hooks take a slot with :meth:`acquire` (or :meth:`try_acquire`), keep the lease id while
+    the request is sent, and give it back with :meth:`release`. Without a shared budget this is
+    what they pace with; with one, it is what the budget falls back to while Redis cannot be
+    reached (see :mod:`airflow_provider_activities.hooks._shared_budget`).
+
+    :param limiter: the process's limiter for the API key (:func:`shared_rate_limiter`).
+    """
+
+    def __init__(self, limiter: SharedRateLimiter) -> None:
+        self.limiter = limiter
+
+    def try_acquire(self) -> tuple[float, str] | None:
+        """A slot: ``(seconds to wait before sending, LOCAL_LEASE)``, or ``None`` when every slot is in use."""
+        wait = self.limiter.try_acquire(time.monotonic())
+        return None if wait is None else (wait, LOCAL_LEASE)
+
+    def acquire(self) -> tuple[float, str]:
+        """Take a slot, blocking this thread while every slot is in use: ``(seconds to wait before
+        sending, LOCAL_LEASE)``.
+        """
+        return self.limiter.acquire(time.monotonic), LOCAL_LEASE
+
+    def release(self, lease: str) -> None:
+        """Give back a slot whose request was answered (or failed) now.
+
+        :param lease: :data:`LOCAL_LEASE` (the per-process limiter's slots have no identity).
+        """
+        self.limiter.release(time.monotonic())
 
 
 _SHARED_LIMITERS: dict[tuple[str, str], SharedRateLimiter] = {}

@@ -52,8 +52,16 @@ Layout: :class:`BudgetRule` builds the script's keys and arguments and reads its
 :class:`SharedBudget` adds the fallback, as flows that yield a :class:`ScriptCall` and receive
 the reply (the same pattern as :mod:`airflow_provider_activities.api.flow`); the thin drivers
 :class:`RedisRateBudget` (``redis.Redis``) and :class:`AsyncRedisRateBudget`
-(``redis.asyncio.Redis``) only run the script. :class:`LocalBudget` gives the per-process limiter
-the same lease interface.
+(``redis.asyncio.Redis``) only run the script.
+:class:`~airflow_provider_activities.api.policy.LocalBudget` gives the per-process limiter the
+same lease interface (it lives with the limiter, so the hooks use it without ``redis`` installed).
+
+How the hooks use it: with the ``rate_limit_redis_conn_id`` connection extra set, the sync hook
+paces with a :class:`RedisRateBudget` and the async hook with an :class:`AsyncRedisRateBudget`,
+both on the process's :func:`shared_budget` (built by
+:func:`airflow_provider_activities.hooks._common.redis_budget`); without it, with a
+:class:`~airflow_provider_activities.api.policy.LocalBudget`. The lease a request's ``Pace`` takes
+is given back once its ``Send`` is answered.
 """
 
 from __future__ import annotations
@@ -75,7 +83,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from airflow_provider_activities.api.policy import SharedRateLimiter, shared_rate_limiter
+from airflow_provider_activities.api.policy import LOCAL_LEASE, LocalBudget, shared_rate_limiter
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +92,6 @@ REDIS_CONN_TYPE = "redis"
 
 KEY_PREFIX = "airflow-provider-activities:rate"
 """Start of every key the budget writes."""
-
-LOCAL_LEASE = "local"
-"""The lease id of a slot taken from the per-process limiter (Redis leases are random hex)."""
 
 REDIS_TIMEOUT_SECONDS = 2.0
 """Connect and read timeout of every Redis call: how long a Redis that does not answer can hold a request up."""
@@ -419,38 +424,6 @@ class ScriptCall:
 Reply = int | BaseException
 Acquired = tuple[float, str] | None
 BudgetFlow = Generator[ScriptCall, Reply, Any]
-
-
-# -- the per-process limiter, with leases ---------------------------------------------------------
-
-
-class LocalBudget:
-    """The per-process limiter behind the lease interface: what a budget falls back to.
-
-    :param limiter: the process's limiter for the API key
-        (:func:`~airflow_provider_activities.api.policy.shared_rate_limiter`).
-    """
-
-    def __init__(self, limiter: SharedRateLimiter) -> None:
-        self.limiter = limiter
-
-    def try_acquire(self) -> tuple[float, str] | None:
-        """A slot: ``(seconds to wait before sending, LOCAL_LEASE)``, or ``None`` when every slot is in use."""
-        wait = self.limiter.try_acquire(time.monotonic())
-        return None if wait is None else (wait, LOCAL_LEASE)
-
-    def acquire(self) -> tuple[float, str]:
-        """Take a slot, blocking this thread while every slot is in use: ``(seconds to wait before
-        sending, LOCAL_LEASE)``.
-        """
-        return self.limiter.acquire(time.monotonic), LOCAL_LEASE
-
-    def release(self, lease: str) -> None:
-        """Give back a slot whose request was answered (or failed) now.
-
-        :param lease: :data:`LOCAL_LEASE` (the per-process limiter's slots have no identity).
-        """
-        self.limiter.release(time.monotonic())
 
 
 # -- the budget: rule, fallback, flows ------------------------------------------------------------

@@ -8,6 +8,10 @@ for 429, 5xx, dropped connections, timeouts and invalid bodies; offset/limit pag
 fetches pages ahead concurrently when ``meta.total`` is known and yields them in order; and
 client-side bounds and de-duplication of every record. The rules live in
 :mod:`airflow_provider_activities.api`, shared with the async trigger client.
+
+With the connection extra ``rate_limit_redis_conn_id``, the rate and the cap on requests in
+flight are one budget per API key for every process and host, kept in Redis
+(:mod:`airflow_provider_activities.hooks._shared_budget`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 import requests
@@ -46,6 +50,7 @@ from airflow_provider_activities.api.export import (
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, obtain_token
 from airflow_provider_activities.api.pagination import PagePlan, PageSizes, page_flow, page_sizes, read_passes
 from airflow_provider_activities.api.policy import (
+    LocalBudget,
     RetryPolicy,
     SharedRateLimiter,
     TokenCache,
@@ -64,10 +69,13 @@ from airflow_provider_activities.api.queries import (
 from airflow_provider_activities.api.validation import ms_to_datetime
 from airflow_provider_activities.compat import BaseHook, mask_secret
 from airflow_provider_activities.export.files import ExportFile, ExportFileSink, iter_export_lines
-from airflow_provider_activities.hooks._common import client_config
+from airflow_provider_activities.hooks._common import client_config, redis_budget
 from airflow_provider_activities.hooks._session import Session, body_chunks, read_capped, without_query
 from airflow_provider_activities.hooks._streams import BatchStream, RecordStream, batch_read_ahead_depth
 from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, PARTICIPANT_SCHEMA
+
+if TYPE_CHECKING:
+    from airflow_provider_activities.hooks._shared_budget import RedisRateBudget
 
 T = TypeVar("T")
 Sender = Callable[[ApiRequest], "Response | BaseException"]
@@ -82,8 +90,10 @@ class PeopleAIHook(BaseHook):
     :param peopleai_conn_id: the Airflow connection (type ``peopleai``): login is the API key,
         password the API secret, host the base URL (``https://api.people.ai`` when empty);
         extras ``token_path``, ``page_size``, ``requests_per_second``, ``max_concurrency``,
-        ``timeout``, ``max_retries``, ``backoff_base``, ``backoff_max``, ``verify_ssl``, and for the
-        bulk export ``export_jobs_path``, ``export_status_path``, ``export_data_path``.
+        ``timeout``, ``max_retries``, ``backoff_base``, ``backoff_max``, ``verify_ssl``,
+        ``rate_limit_redis_conn_id`` (the ``redis`` connection of a rate budget shared by every
+        process on the key), and for the bulk export ``export_jobs_path``, ``export_status_path``,
+        ``export_data_path``.
     """
 
     conn_name_attr = "peopleai_conn_id"
@@ -96,6 +106,8 @@ class PeopleAIHook(BaseHook):
         self.peopleai_conn_id = peopleai_conn_id
         self._token_lock = threading.Lock()
         self._session: requests.Session | None = None
+        self._budget_lock = threading.Lock()
+        self._budget: LocalBudget | RedisRateBudget | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(peopleai_conn_id={self.peopleai_conn_id!r})"
@@ -121,6 +133,23 @@ class PeopleAIHook(BaseHook):
         """The process's limiter for this connection's API key, shared with every other hook on it."""
         config = self.config
         return shared_rate_limiter(config.base_url, config.client_id, config.requests_per_second)
+
+    def _rate_budget(self) -> LocalBudget | RedisRateBudget:
+        """Where requests take their slots, made on first use: the budget shared through the Redis
+        of ``rate_limit_redis_conn_id`` when the connection names one (read here, so a missing or
+        wrong connection fails before the first request), else the process's limiter.
+        """
+        with self._budget_lock:
+            if self._budget is None:
+                redis_conn_id = self.config.rate_limit_redis_conn_id
+                if redis_conn_id is None:
+                    self._budget = LocalBudget(self._limiter)
+                else:
+                    from airflow_provider_activities.hooks._shared_budget import RedisRateBudget
+
+                    shared = redis_budget(self.config, self.get_connection(redis_conn_id))
+                    self._budget = RedisRateBudget.connect(shared)
+            return self._budget
 
     @cached_property
     def _tokens(self) -> TokenCache:
@@ -149,10 +178,16 @@ class PeopleAIHook(BaseHook):
         return self._session
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP session, and the Redis client of a shared rate budget (both are opened
+        again if the hook is used again).
+        """
         if self._session is not None:
             self._session.close()
             self._session = None
+        with self._budget_lock:
+            budget, self._budget = self._budget, None
+        if budget is not None and not isinstance(budget, LocalBudget):
+            budget.close()
 
     def _send(self, request: ApiRequest) -> Response | BaseException:
         session = self.get_conn()
@@ -172,16 +207,21 @@ class PeopleAIHook(BaseHook):
                     return Response(answer.status_code, answer.headers, read_capped(answer, request.body_cap()))
             except requests.RequestException as err:
                 return err
-            finally:
-                self._release()
 
-    def _pace(self) -> None:
-        wait = self._limiter.acquire(time.monotonic)
+    def _pace(self) -> str:
+        """Take a slot of the rate budget and wait until it may be used; returns its lease."""
+        wait, lease = self._rate_budget().acquire()
         if wait > 0:
-            time.sleep(wait)
+            try:
+                time.sleep(wait)
+            except BaseException:  # interrupted (the task is being stopped): give the slot back
+                self._release(lease)
+                raise
+        return lease
 
-    def _release(self) -> None:
-        self._limiter.release(time.monotonic())
+    def _release(self, lease: str) -> None:
+        """Give back the slot of ``lease``: its request was answered, or failed, just now."""
+        self._rate_budget().release(lease)
 
     def _token(self, need: NeedToken) -> str:
         with self._token_lock:
@@ -216,19 +256,27 @@ class PeopleAIHook(BaseHook):
                 return without_query(err, request)
             except urllib3.exceptions.HTTPError as err:  # from the raw stream of _body_chunks
                 return without_query(requests.ConnectionError(str(err)), request)
-            finally:
-                self._release()
 
     def _drive(self, flow: Flow[T], send: Sender | None = None) -> T:
-        """Run a call flow with this hook's transport (``send`` replaces the plain sender)."""
+        """Run a call flow with this hook's transport (``send`` replaces the plain sender).
+
+        The slot a ``Pace`` takes is held, by its lease, until the ``Send`` that follows is
+        answered (or fails), and given back then; also should the flow end in between.
+        """
         send = send or self._send
+        lease: str | None = None
         try:
             action = next(flow)
             while True:
                 if isinstance(action, Send):
-                    outcome: Any = send(action.request)
+                    held, lease = lease, None
+                    try:
+                        outcome: Any = send(action.request)
+                    finally:
+                        if held is not None:
+                            self._release(held)
                 elif isinstance(action, Pace):
-                    self._pace()
+                    lease = self._pace()
                     outcome = None
                 elif isinstance(action, Sleep):
                     time.sleep(action.seconds)
@@ -238,6 +286,9 @@ class PeopleAIHook(BaseHook):
                 action = flow.send(outcome)
         except StopIteration as finished:
             return finished.value
+        finally:
+            if lease is not None:
+                self._release(lease)
 
     def run(self, request: ApiRequest, parse: Callable[[bytes], T]) -> T:
         """Send one request with auth, rate limit and retries; return ``parse(body)``."""

@@ -3,7 +3,9 @@
 It drives the same call flows as the sync :class:`~airflow_provider_activities.hooks.peopleai.PeopleAIHook`
 (:mod:`airflow_provider_activities.api.flow`): URLs, parameters, envelopes, timestamps, token
 refresh, retry and error rules are shared; only the transport (``aiohttp``) and the waiting
-(``asyncio.sleep``, an ``asyncio.Lock`` and ``asyncio.Semaphore``) differ.
+(``asyncio.sleep``, an ``asyncio.Lock`` and ``asyncio.Semaphore``) differ. With the connection
+extra ``rate_limit_redis_conn_id`` it takes its slots from the budget shared through Redis with
+every other process on the API key, workers included (an ``AsyncRedisRateBudget`` per hook).
 
 Use one hook per trigger run, as an async context manager so that its HTTP session is closed::
 
@@ -18,7 +20,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
@@ -27,6 +29,7 @@ from airflow_provider_activities.api.config import ClientConfig, EnvironmentProx
 from airflow_provider_activities.api.flow import Flow, NeedToken, Pace, Response, Send, Sleep, call_flow, obtain_token
 from airflow_provider_activities.api.pagination import page_flow, page_sizes, read_passes
 from airflow_provider_activities.api.policy import (
+    LocalBudget,
     RetryPolicy,
     SharedRateLimiter,
     TokenCache,
@@ -37,7 +40,10 @@ from airflow_provider_activities.api.protocol import ApiRequest, parse_page
 from airflow_provider_activities.api.queries import DistinctRecords, IngestCount, ingested_query, latest_ingested_ms
 from airflow_provider_activities.api.validation import ms_to_datetime
 from airflow_provider_activities.compat import BaseHook, mask_secret
-from airflow_provider_activities.hooks._common import client_config
+from airflow_provider_activities.hooks._common import client_config, redis_budget
+
+if TYPE_CHECKING:
+    from airflow_provider_activities.hooks._shared_budget import AsyncRedisRateBudget, SharedBudget
 
 T = TypeVar("T")
 
@@ -71,7 +77,8 @@ class PeopleAIAsyncHook(BaseHook):
     (with :meth:`aget_connection`, the Task SDK's async connection API that works in the
     triggerer), registers the API secret and every access token with Airflow's secrets masker,
     and applies the same auth, rate limit (``requests_per_second``), concurrency cap
-    (``max_concurrency``), retries and backoff.
+    (``max_concurrency``), retries and backoff, and the same budget shared through Redis when the
+    connection sets ``rate_limit_redis_conn_id``.
 
     Use it as an async context manager, or call :meth:`close` when done.
 
@@ -90,6 +97,10 @@ class PeopleAIAsyncHook(BaseHook):
         self._config: ClientConfig | None = None
         self._policy: RetryPolicy | None = None
         self._limiter: SharedRateLimiter | None = None
+        self._local: LocalBudget | None = None
+        self._shared: SharedBudget | None = None
+        self._redis: AsyncRedisRateBudget | None = None
+        self._poll_seconds = SLOT_POLL_SECONDS
         self._in_flight: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
         self._proxies = EnvironmentProxies()
@@ -127,6 +138,12 @@ class PeopleAIAsyncHook(BaseHook):
         config = client_config(self.peopleai_conn_id, connection, self.log)
         self._policy = RetryPolicy(config.max_retries, config.backoff_base, config.backoff_max)
         self._limiter = shared_rate_limiter(config.base_url, config.client_id, config.requests_per_second)
+        self._local = LocalBudget(self._limiter)
+        if config.rate_limit_redis_conn_id is not None:
+            from airflow_provider_activities.hooks._shared_budget import POLL_SECONDS
+
+            self._shared = redis_budget(config, await self.aget_connection(config.rate_limit_redis_conn_id))
+            self._poll_seconds = POLL_SECONDS  # each look is a Redis call
         self._in_flight = asyncio.Semaphore(config.max_concurrency)
         return config
 
@@ -145,60 +162,90 @@ class PeopleAIAsyncHook(BaseHook):
         return self._session
 
     async def close(self) -> None:
-        """Close the HTTP session (the hook opens a new one if used again)."""
+        """Close the HTTP session and the Redis client of a shared rate budget (the hook opens
+        new ones if used again).
+        """
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+        driver, self._redis = self._redis, None
+        if driver is not None:
+            await driver.aclose()
 
     async def _send(self, request: ApiRequest) -> Response | BaseException:
-        """Send ``request`` once; the rate-limiter slot taken by the flow's ``Pace`` is given back
-        however this ends (answer, transport error or cancellation).
+        """Send ``request`` once (``_drive`` gives the slot of the flow's ``Pace`` back however
+        this ends: answer, transport error or cancellation).
         """
-        try:
-            config = await self.get_config()
-            session = await self.get_session()
-            assert self._in_flight is not None
-            async with self._in_flight:
-                try:
-                    url = request.url(config)
-                    async with session.request(
-                        request.method,
-                        url,
-                        params={name: str(value) for name, value in request.params.items()} or None,
-                        data=dict(request.form) if request.form is not None else None,
-                        json=request.json_body,
-                        headers=request.headers(),
-                        proxy=self._proxies.proxy_url(url),
-                    ) as answer:
-                        body = await _read_capped(answer, request.body_cap())
-                        return Response(answer.status, dict(answer.headers), body)
-                except TRANSPORT_ERRORS as err:
-                    return err
-        finally:
-            await self._release()
+        config = await self.get_config()
+        session = await self.get_session()
+        assert self._in_flight is not None
+        async with self._in_flight:
+            try:
+                url = request.url(config)
+                async with session.request(
+                    request.method,
+                    url,
+                    params={name: str(value) for name, value in request.params.items()} or None,
+                    data=dict(request.form) if request.form is not None else None,
+                    json=request.json_body,
+                    headers=request.headers(),
+                    proxy=self._proxies.proxy_url(url),
+                ) as answer:
+                    body = await _read_capped(answer, request.body_cap())
+                    return Response(answer.status, dict(answer.headers), body)
+            except TRANSPORT_ERRORS as err:
+                return err
 
-    async def _pace(self) -> None:
-        """Take a slot of the process's limiter for this API key (shared with every hook on it,
-        sync ones included). The loop must not block on the limiter's lock while every slot is in
-        use: it waits for a release of this hook, or polls for one of another hook.
+    async def _pace(self) -> str:
+        """Take a slot, of the budget shared through Redis or of the process's limiter for this
+        API key (shared with every hook on it, sync ones included), and wait until it may be used;
+        returns its lease. The loop must not block on the limiter's lock while every slot is in
+        use: it waits for a release of this hook, or polls for one of another hook or process.
         """
-        assert self._limiter is not None
-        while (wait := self._limiter.try_acquire(time.monotonic())) is None:
+        while (taken := await self._try_slot()) is None:
             async with self._slots:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._slots.wait(), timeout=SLOT_POLL_SECONDS)
+                    await asyncio.wait_for(self._slots.wait(), timeout=self._poll_seconds)
+        wait, lease = taken
         if wait > 0:
             try:
                 await asyncio.sleep(wait)
             except BaseException:  # cancelled while waiting: give the slot back
-                await self._release()
+                await self._release(lease)
                 raise
+        return lease
 
-    async def _release(self) -> None:
-        assert self._limiter is not None
-        self._limiter.release(time.monotonic())
+    async def _try_slot(self) -> tuple[float, str] | None:
+        """A slot without waiting, ``(seconds to wait before sending, lease)``, or ``None`` when
+        every slot is in use.
+        """
+        if self._shared is not None:
+            return await self._redis_budget().try_acquire()
+        assert self._local is not None
+        return self._local.try_acquire()
+
+    async def _release(self, lease: str) -> None:
+        """Give back the slot of ``lease`` (its request was answered, or failed, just now) and wake
+        a request of this hook waiting for one.
+        """
+        if self._shared is not None:
+            await self._redis_budget().release(lease)
+        else:
+            assert self._local is not None
+            self._local.release(lease)
         async with self._slots:
             self._slots.notify()
+
+    def _redis_budget(self) -> AsyncRedisRateBudget:
+        """This hook's driver of the shared budget, made on first use: a ``redis.asyncio`` client
+        belongs to the event loop it first ran in, and a hook to one trigger run.
+        """
+        if self._redis is None:
+            from airflow_provider_activities.hooks._shared_budget import AsyncRedisRateBudget
+
+            assert self._shared is not None
+            self._redis = AsyncRedisRateBudget.connect(self._shared)
+        return self._redis
 
     async def _token(self, need: NeedToken) -> str:
         config = await self.get_config()
@@ -209,14 +256,22 @@ class PeopleAIAsyncHook(BaseHook):
             return await self._drive(obtain_token(self._tokens, need, config, self._policy, time.monotonic, mask_secret))
 
     async def _drive(self, flow: Flow[T]) -> T:
-        """Run a call flow with this hook's transport (the async twin of ``PeopleAIHook._drive``)."""
+        """Run a call flow with this hook's transport (the async twin of ``PeopleAIHook._drive``):
+        the lease a ``Pace`` takes is given back once the ``Send`` that follows ends.
+        """
+        lease: str | None = None
         try:
             action = next(flow)
             while True:
                 if isinstance(action, Send):
-                    outcome: Any = await self._send(action.request)
+                    held, lease = lease, None
+                    try:
+                        outcome: Any = await self._send(action.request)
+                    finally:
+                        if held is not None:
+                            await self._release(held)
                 elif isinstance(action, Pace):
-                    await self._pace()
+                    lease = await self._pace()
                     outcome = None
                 elif isinstance(action, Sleep):
                     await asyncio.sleep(action.seconds)
@@ -226,6 +281,9 @@ class PeopleAIAsyncHook(BaseHook):
                 action = flow.send(outcome)
         except StopIteration as finished:
             return finished.value
+        finally:
+            if lease is not None:
+                await self._release(lease)
 
     # -- calls --------------------------------------------------------------------------------
 
