@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from airflow_provider_activities.compat import AirflowException
+from airflow_provider_activities.compat import AirflowException, AirflowFailException
 
 
 class PeopleAIError(AirflowException):
     """Base class of every error this provider raises about the People.ai API."""
+
+
+class ConnectionSettingsError(AirflowFailException, ValueError):
+    """A ``peopleai`` connection whose settings cannot work (no key, a malformed host, an extra of
+    the wrong type, range or form); the message names the connection, the field and the fix.
+
+    A ``ValueError``, and an ``AirflowFailException``: a task that meets it fails at once, without
+    the task's retries, since no retry could succeed before someone edits the connection.
+    """
 
 
 class PeopleAIAPIError(PeopleAIError):
@@ -19,6 +28,9 @@ class PeopleAIAPIError(PeopleAIError):
     :param trace_id: the API's error ``id``, logged for the vendor's support; never branched on.
     :param offset: the page offset of a paginated request.
     :param attempts: how many times the request was sent.
+    :param permanent: the request cannot succeed as it is, so waiting and sending it again is
+        pointless (a 4xx, a refused answer, a malformed URL); ``False`` when retries ran out on a
+        failure that may pass (429, 5xx, a refused or dropped connection, a timeout).
     """
 
     def __init__(
@@ -30,6 +42,7 @@ class PeopleAIAPIError(PeopleAIError):
         trace_id: str | None = None,
         offset: int | None = None,
         attempts: int = 1,
+        permanent: bool = False,
     ) -> None:
         self.method = method
         self.path = path
@@ -38,6 +51,7 @@ class PeopleAIAPIError(PeopleAIError):
         self.trace_id = trace_id
         self.offset = offset
         self.attempts = attempts
+        self.permanent = permanent
         where = f"{method} {path}" + (f" (offset {offset})" if offset is not None else "")
         status_text = f"HTTP {status}" if status is not None else "no response"
         trace = f" [trace id {trace_id}]" if trace_id else ""
