@@ -289,6 +289,8 @@ def _read_aliases(conn_id: str, extra: dict[str, Any], values: dict[str, Any]) -
         if raw is None or raw == "":
             continue
         value = _coerce_extra(conn_id, former, raw, EXTRA_FIELDS[current])
+        if current in PATH_EXTRAS:
+            _check_path(conn_id, former, value)
         given = _unmasked(conn_id, current, extra.get(current))
         if given is None or given == "":
             values[current] = value
@@ -351,19 +353,23 @@ def _check_ranges(conn_id: str, values: dict[str, Any]) -> None:
 
 
 def _check_paths(conn_id: str, values: dict[str, Any]) -> None:
-    """Each path extra starts with ``/`` and holds no whitespace; the job paths hold ``{job_id}``."""
+    """Each path extra of :data:`PATH_EXTRAS` is a valid path."""
     for name in PATH_EXTRAS:
-        path = values[name]
-        if not path.startswith("/") or any(char.isspace() for char in path):
-            default = EXTRA_FIELDS[name].default
-            raise _invalid(
-                f"Connection {conn_id!r}: extra {name!r} must be a URL path starting with '/' and without spaces, "
-                f"got {path!r}. Leave it empty for the default {default!r}."
-            )
-        if name in JOB_PATH_EXTRAS and "{job_id}" not in path:
-            raise _invalid(
-                f"Connection {conn_id!r}: extra {name!r} must hold '{{job_id}}' where the job's id goes, got {path!r}."
-            )
+        _check_path(conn_id, name, values[name])
+
+
+def _check_path(conn_id: str, name: str, path: str) -> None:
+    """``path`` (of the extra ``name``) starts with ``/`` and holds no whitespace; a job path holds ``{job_id}``."""
+    if not path.startswith("/") or any(char.isspace() for char in path):
+        default = EXTRA_FIELDS[EXTRA_ALIASES.get(name, name)].default
+        raise _invalid(
+            f"Connection {conn_id!r}: extra {name!r} must be a URL path starting with '/' and without spaces, "
+            f"got {path!r}. Leave it empty for the default {default!r}."
+        )
+    if name in JOB_PATH_EXTRAS and "{job_id}" not in path:
+        raise _invalid(
+            f"Connection {conn_id!r}: extra {name!r} must hold '{{job_id}}' where the job's id goes, got {path!r}."
+        )
 
 
 def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
