@@ -3,12 +3,17 @@
 Two DAGs, what we recommend in production:
 
 ``peopleai_history_snapshot`` lays down history once (or again, to rebuild it). Trigger it by
-hand with the days to export, ``start`` inclusive and ``end`` exclusive::
+hand with the days to export, ``start`` inclusive and ``end`` exclusive. Against the sandbox
+(whose data is the week from 2026-11-01 unless started with other ``--start``/``--days``),
+export that week::
 
-    airflow dags trigger peopleai_history_snapshot -c '{"start": "2025-11-01", "end": "2026-11-01"}'
+    airflow dags trigger peopleai_history_snapshot -c '{"start": "2026-11-01", "end": "2026-11-08"}'
 
-It writes ``{output}/raw_activities/activity_date=YYYY-MM-DD/`` for every day of the range. The
-operator splits a range longer than the API's 365 days per snapshot job into several jobs and
+In production, the history you want, e.g. a year: ``{"start": "2025-11-01", "end": "2026-11-01"}``.
+The run's params default to that sandbox week. It writes
+``{output}/raw_activities/activity_date=YYYY-MM-DD/`` for every day of the range, a zero-row file
+for a day without activities (a year before the sandbox's data would be a year of empty days).
+The operator splits a range longer than the API's 365 days per snapshot job into several jobs and
 keeps at most 2 of them running. Rerunning it replaces exactly those days.
 
 ``peopleai_delta_daily`` catches every change after that: each run exports the activities the
@@ -59,8 +64,8 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     params={
-        "start": Param("2026-10-01", type="string", format="date", description="First day exported (UTC, inclusive)."),
-        "end": Param("2026-11-01", type="string", format="date", description="Day after the last day exported (exclusive)."),
+        "start": Param("2026-11-01", type="string", format="date", description="First day exported (UTC, inclusive)."),
+        "end": Param("2026-11-08", type="string", format="date", description="Day after the last day exported (exclusive)."),
     },
     default_args=DEFAULT_ARGS,
     tags=["peopleai", "export"],

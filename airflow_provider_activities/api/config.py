@@ -7,16 +7,51 @@ The connection maps to the API like this:
   port (``http://127.0.0.1:8765``). A host without a scheme means ``https``. Plain ``http`` is
   accepted for loopback hosts only, so a client secret never crosses a network in clear;
 * every other setting is an extra, listed in :data:`EXTRA_FIELDS` with its default.
+
+Airflow's connection form hides the value of any extra whose name contains a word of its secrets
+masker (``token``, ``secret``, ``password``, ``proxy``, ...): it shows ``***`` instead, and saving
+the form stores ``***``. No extra here has such a name (the token endpoint's path is ``auth_path``,
+formerly ``token_path``, which is still read), and a ``***`` found in any extra is taken as unset,
+with a warning, so a connection saved from the form works.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Any
+import logging
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow_provider_activities.api.policy import RETRY_AFTER_MAX
+
+if TYPE_CHECKING:
+    from airflow_provider_activities.api.errors import ConnectionSettingsError
+
+log = logging.getLogger(__name__)
+
 DEFAULT_BASE_URL = "https://api.people.ai"
+
+MASKED_PLACEHOLDER = "***"
+"""What Airflow's secrets masker shows (and a form saved unchanged stores) in place of a hidden value."""
+
+EXTRA_ALIASES: dict[str, str] = {"token_path": "auth_path"}
+"""Former names of extras, still read: former name -> current name (the current name wins)."""
+
+PATH_EXTRAS = ("auth_path", "export_jobs_path", "export_status_path", "export_data_path")
+"""Extras that are URL paths: each must start with ``/``."""
+
+JOB_PATH_EXTRAS = ("export_status_path", "export_data_path")
+"""Path extras that name one export job: each must hold ``{job_id}``."""
+
+CONNECTION_TEST_TIMEOUT = 4.0
+"""Seconds a connection test waits to connect, and for each read (see :meth:`ClientConfig.for_connection_test`)."""
+
+CONNECTION_TEST_RETRIES = 1
+"""Retries a connection test allows each of its two requests."""
+
+CONNECTION_TEST_BACKOFF = 0.5
+"""The longest wait, in seconds, before a connection test's retry (a ``Retry-After`` included)."""
 
 
 @dataclass(frozen=True)
@@ -36,8 +71,12 @@ class ExtraField:
 
 
 EXTRA_FIELDS: dict[str, ExtraField] = {
-    "token_path": ExtraField(
-        "Token path", "Path of the OAuth2 client-credentials token endpoint.", "string", "/auth/v1/tokens"
+    "auth_path": ExtraField(
+        "Auth endpoint path",
+        "Path of the OAuth2 client-credentials token endpoint, starting with /. Formerly the extra "
+        "`token_path` (still read when this one is empty).",
+        "string",
+        "/auth/v1/tokens",
     ),
     "page_size": ExtraField(
         "Page size",
@@ -132,6 +171,10 @@ class ClientConfig:
     :param base_url: scheme, host and optional port, without a trailing slash.
     :param client_id: the API key.
     :param client_secret: the API secret; never shown in ``repr``.
+    :param token_path: the token endpoint's path, from the extra ``auth_path`` (or its former
+        name ``token_path``).
+    :param retry_after_max: the longest ``Retry-After`` honoured, in seconds (not an extra:
+        :data:`~airflow_provider_activities.api.policy.RETRY_AFTER_MAX`, shorter for a connection test).
 
     The other fields are the connection extras of :data:`EXTRA_FIELDS`; ``unknown_extras`` names
     extras the connection carries that this provider does not know (logged as a warning).
@@ -157,6 +200,7 @@ class ClientConfig:
     export_status_path: str = "/pull/v1/export/activities/jobs/{job_id}"
     export_data_path: str = "/pull/v1/export/activities/jobs/{job_id}/data"
     unknown_extras: tuple[str, ...] = ()
+    retry_after_max: float = RETRY_AFTER_MAX
 
     @classmethod
     def from_connection(
@@ -170,19 +214,35 @@ class ClientConfig:
     ) -> ClientConfig:
         """Build and validate settings from an Airflow connection's fields.
 
-        :raises ValueError: naming the connection and the field, for a missing key or secret,
-            a non-https URL to a non-loopback host, or an extra of the wrong type or range.
+        An extra holding the masked placeholder ``***`` (what Airflow's form shows for a value it
+        hides, and stores when saved unchanged) is taken as unset, with a warning naming it. The
+        former extra ``token_path`` is read when ``auth_path`` is unset.
+
+        :raises ConnectionSettingsError: (a ``ValueError``) naming the connection and the field,
+            for a missing key or secret, a host that is not an http(s) URL or is plain http to a
+            non-loopback host, an extra of the wrong type or range, or a path extra that does not
+            start with ``/``.
         """
         if not login:
-            raise ValueError(f"Connection {conn_id!r} has no API key: set its login (API key / client_id).")
+            raise _invalid(f"Connection {conn_id!r} has no API key: set its login (API key / client_id).")
         if not password:
-            raise ValueError(f"Connection {conn_id!r} has no API secret: set its password (API secret / client_secret).")
-        unknown = sorted(set(extra) - set(EXTRA_FIELDS))
+            raise _invalid(
+                f"Connection {conn_id!r} has no API secret: set its password (API secret / client_secret)."
+            )
+        if password.strip() == MASKED_PLACEHOLDER:
+            raise _invalid(
+                f"Connection {conn_id!r}: its password is the masked placeholder {MASKED_PLACEHOLDER!r}, not a secret "
+                "(a form saved the mask). Enter the API secret again."
+            )
+        unknown = sorted(set(extra) - set(EXTRA_FIELDS) - set(EXTRA_ALIASES))
         values: dict[str, Any] = {}
         for name, spec in EXTRA_FIELDS.items():
-            values[name] = _coerce_extra(conn_id, name, extra.get(name), spec)
+            values[name] = _coerce_extra(conn_id, name, _unmasked(conn_id, name, extra.get(name)), spec)
+        _read_aliases(conn_id, extra, values)
         _check_ranges(conn_id, values)
+        _check_paths(conn_id, values)
         base_url = _base_url(conn_id, host, port)
+        values["token_path"] = values.pop("auth_path")
         return cls(
             conn_id=conn_id,
             base_url=base_url,
@@ -191,6 +251,67 @@ class ClientConfig:
             unknown_extras=tuple(unknown),
             **values,
         )
+
+    def for_connection_test(self) -> ClientConfig:
+        """These settings with the short budget of a connection test (the UI's test button, the
+        REST API's ``POST /connections/test``, ``airflow connections test``), whose caller waits
+        for the answer: :data:`CONNECTION_TEST_TIMEOUT` seconds to connect and per read, at most
+        :data:`CONNECTION_TEST_RETRIES` retry per request, and no wait before it longer than
+        :data:`CONNECTION_TEST_BACKOFF` seconds (``Retry-After`` included). A closed port, an
+        unknown host or rejected credentials then answer within a few seconds; settings already
+        shorter are kept.
+        """
+        return replace(
+            self,
+            timeout=min(self.timeout, CONNECTION_TEST_TIMEOUT),
+            max_retries=min(self.max_retries, CONNECTION_TEST_RETRIES),
+            backoff_base=min(self.backoff_base, CONNECTION_TEST_BACKOFF),
+            backoff_max=min(self.backoff_max, CONNECTION_TEST_BACKOFF),
+            retry_after_max=min(self.retry_after_max, CONNECTION_TEST_BACKOFF),
+        )
+
+
+def _invalid(message: str) -> ConnectionSettingsError:
+    """The error for invalid settings (imported here: Airflow, which the errors import, reads this
+    module's :data:`EXTRA_FIELDS` while it starts, through ``get_provider_info``).
+    """
+    from airflow_provider_activities.api.errors import ConnectionSettingsError
+
+    return ConnectionSettingsError(message)
+
+
+def _unmasked(conn_id: str, name: str, value: Any) -> Any:
+    """``value``, or ``None`` (unset) when it is the masked placeholder ``***``, with a warning."""
+    if isinstance(value, str) and value.strip() == MASKED_PLACEHOLDER:
+        log.warning(
+            "Connection %r: extra %r holds the masked placeholder %r (a form that hid its value saved the mask); "
+            "it is taken as unset. Set the extra's real value, or remove it for the default.",
+            conn_id, name, MASKED_PLACEHOLDER,
+        )
+        return None
+    return value
+
+
+def _read_aliases(conn_id: str, extra: dict[str, Any], values: dict[str, Any]) -> None:
+    """Read the former names of :data:`EXTRA_ALIASES` into ``values`` where the current name is unset.
+
+    :raises ConnectionSettingsError: when both names are set to different values.
+    """
+    for former, current in EXTRA_ALIASES.items():
+        raw = _unmasked(conn_id, former, extra.get(former))
+        if raw is None or raw == "":
+            continue
+        value = _coerce_extra(conn_id, former, raw, EXTRA_FIELDS[current])
+        if current in PATH_EXTRAS:
+            _check_path(conn_id, former, value)
+        given = _unmasked(conn_id, current, extra.get(current))
+        if given is None or given == "":
+            values[current] = value
+        elif values[current] != value:
+            raise _invalid(
+                f"Connection {conn_id!r}: extras {current!r} ({values[current]!r}) and {former!r} ({value!r}) disagree; "
+                f"{former!r} is the former name of {current!r}. Keep {current!r} only."
+            )
 
 
 def _coerce_extra(conn_id: str, name: str, value: Any, spec: ExtraField) -> Any:
@@ -215,28 +336,52 @@ def _coerce_extra(conn_id: str, name: str, value: Any, spec: ExtraField) -> Any:
             raise TypeError
         return str(value)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise _invalid(
             f"Connection {conn_id!r}: extra {name!r} must be a {spec.json_type}, got {value!r}."
         ) from None
 
 
 def _check_ranges(conn_id: str, values: dict[str, Any]) -> None:
     if values["page_size"] is not None and not 1 <= values["page_size"] <= 100_000:
-        raise ValueError(f"Connection {conn_id!r}: extra 'page_size' must be 1 to 100000, got {values['page_size']}.")
+        raise _invalid(
+            f"Connection {conn_id!r}: extra 'page_size' must be 1 to 100000, got {values['page_size']}."
+        )
     if values["requests_per_second"] <= 0:
-        raise ValueError(f"Connection {conn_id!r}: extra 'requests_per_second' must be above 0.")
+        raise _invalid(f"Connection {conn_id!r}: extra 'requests_per_second' must be above 0.")
     if values["max_concurrency"] < 1:
-        raise ValueError(f"Connection {conn_id!r}: extra 'max_concurrency' must be at least 1.")
+        raise _invalid(f"Connection {conn_id!r}: extra 'max_concurrency' must be at least 1.")
     if values["timeout"] <= 0:
-        raise ValueError(f"Connection {conn_id!r}: extra 'timeout' must be above 0 seconds.")
+        raise _invalid(f"Connection {conn_id!r}: extra 'timeout' must be above 0 seconds.")
     if values["max_retries"] < 0:
-        raise ValueError(f"Connection {conn_id!r}: extra 'max_retries' must be 0 or more.")
+        raise _invalid(f"Connection {conn_id!r}: extra 'max_retries' must be 0 or more.")
     if values["backoff_base"] < 0 or values["backoff_max"] < 0:
-        raise ValueError(f"Connection {conn_id!r}: extras 'backoff_base' and 'backoff_max' must be 0 or more.")
+        raise _invalid(
+            f"Connection {conn_id!r}: extras 'backoff_base' and 'backoff_max' must be 0 or more."
+        )
     if values["max_response_bytes"] is not None and values["max_response_bytes"] < 1024:
-        raise ValueError(
+        raise _invalid(
             f"Connection {conn_id!r}: extra 'max_response_bytes' must be at least 1024 (bytes), "
             f"got {values['max_response_bytes']}; leave it empty for the default."
+        )
+
+
+def _check_paths(conn_id: str, values: dict[str, Any]) -> None:
+    """Each path extra of :data:`PATH_EXTRAS` is a valid path."""
+    for name in PATH_EXTRAS:
+        _check_path(conn_id, name, values[name])
+
+
+def _check_path(conn_id: str, name: str, path: str) -> None:
+    """``path`` (of the extra ``name``) starts with ``/`` and holds no whitespace; a job path holds ``{job_id}``."""
+    if not path.startswith("/") or any(char.isspace() for char in path):
+        default = EXTRA_FIELDS[EXTRA_ALIASES.get(name, name)].default
+        raise _invalid(
+            f"Connection {conn_id!r}: extra {name!r} must be a URL path starting with '/' and without spaces, "
+            f"got {path!r}. Leave it empty for the default {default!r}."
+        )
+    if name in JOB_PATH_EXTRAS and "{job_id}" not in path:
+        raise _invalid(
+            f"Connection {conn_id!r}: extra {name!r} must hold '{{job_id}}' where the job's id goes, got {path!r}."
         )
 
 
@@ -246,17 +391,41 @@ def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
         raw = f"https://{raw}"
     parts = urlsplit(raw)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(f"Connection {conn_id!r}: host {host!r} is not an http(s) URL such as https://api.people.ai.")
+        raise _invalid(
+            f"Connection {conn_id!r}: host {host!r} is not an http(s) URL such as https://api.people.ai."
+        )
+    try:
+        given_port = parts.port
+    except ValueError:
+        given_port = -1
+    if given_port == -1 or not _valid_hostname(parts.hostname) or parts.query or parts.fragment or " " in parts.path:
+        raise _invalid(
+            f"Connection {conn_id!r}: host {host!r} is not a valid URL (a host name or IP address, an optional "
+            "port from 1 to 65535 and an optional path), such as https://api.people.ai or http://127.0.0.1:8765."
+        )
     if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ValueError(
+        raise _invalid(
             f"Connection {conn_id!r}: plain http is refused for {parts.hostname!r}, because the client secret "
             "would cross the network in clear. Use https://, or http:// only for a loopback host (127.0.0.1)."
         )
     netloc = parts.netloc
-    if port and parts.port is None:
+    if port and given_port is None:
         netloc = f"{netloc}:{port}"
     path = parts.path.rstrip("/")
     return f"{parts.scheme}://{netloc}{path}"
+
+
+def _valid_hostname(hostname: str) -> bool:
+    """Whether ``hostname`` (as ``urlsplit`` gives it) is an IP address or a DNS name whose labels
+    are letters, digits, hyphens and underscores (any script), 1 to 63 characters each.
+    """
+    try:
+        ipaddress.ip_address(hostname)
+        return True
+    except ValueError:
+        pass
+    labels = hostname.rstrip(".").split(".")
+    return all(0 < len(label) <= 63 and all(char.isalnum() or char in "-_" for char in label) for label in labels)
 
 
 class EnvironmentProxies:

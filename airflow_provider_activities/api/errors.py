@@ -11,6 +11,16 @@ class PeopleAIError(Exception):
     """
 
 
+class ConnectionSettingsError(ValueError):
+    """A ``peopleai`` connection whose settings cannot work (no key, a malformed host, an extra of
+    the wrong type, range or form); the message names the connection, the field and the fix.
+
+    The hooks raise it as :class:`~airflow_provider_activities.hooks._common.InvalidConnectionError`,
+    an ``AirflowFailException`` too: a task that meets it fails at once, without the task's
+    retries, since no retry could succeed before someone edits the connection.
+    """
+
+
 class PeopleAIAPIError(PeopleAIError):
     """A request failed for good: a non-retryable status, or retries ran out.
 
@@ -21,6 +31,9 @@ class PeopleAIAPIError(PeopleAIError):
     :param trace_id: the API's error ``id``, logged for the vendor's support; never branched on.
     :param offset: the page offset of a paginated request.
     :param attempts: how many times the request was sent.
+    :param permanent: the request cannot succeed as it is, so waiting and sending it again is
+        pointless (a 4xx, a refused answer, a malformed URL); ``False`` when retries ran out on a
+        failure that may pass (429, 5xx, a refused or dropped connection, a timeout).
     """
 
     def __init__(
@@ -32,6 +45,7 @@ class PeopleAIAPIError(PeopleAIError):
         trace_id: str | None = None,
         offset: int | None = None,
         attempts: int = 1,
+        permanent: bool = False,
     ) -> None:
         self.method = method
         self.path = path
@@ -40,6 +54,7 @@ class PeopleAIAPIError(PeopleAIError):
         self.trace_id = trace_id
         self.offset = offset
         self.attempts = attempts
+        self.permanent = permanent
         where = f"{method} {path}" + (f" (offset {offset})" if offset is not None else "")
         status_text = f"HTTP {status}" if status is not None else "no response"
         trace = f" [trace id {trace_id}]" if trace_id else ""

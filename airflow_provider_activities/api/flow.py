@@ -96,17 +96,20 @@ def call_flow(
 ) -> Flow[T]:
     """Send ``request`` until it succeeds and ``parse`` accepts the body, or fails for good.
 
-    Retried (up to ``policy.max_retries`` times, with backoff): 429, 500, 502, 503, 504, transport
-    errors, and bodies ``parse`` rejects as invalid (:class:`InvalidResponseError`, e.g. cut
-    short). A 401 on an authenticated request gets one fresh token and one more try, outside the
-    retry budget. Anything else raises :class:`PeopleAIAPIError` naming method, path, offset,
-    status, and the API's message and trace id.
+    Retried (up to ``policy.max_retries`` times, with backoff, each retry logged as a warning):
+    429, 500, 502, 503, 504, transport errors that may pass (a refused or dropped connection, a
+    timeout, a host name that did not resolve: :meth:`RetryPolicy.retryable_error`), and bodies
+    ``parse`` rejects as invalid (:class:`InvalidResponseError`, e.g. cut short). A 401 on an
+    authenticated request gets one fresh token and one more try, outside the retry budget.
+    Anything else raises :class:`PeopleAIAPIError` naming method, path, offset, status, and the
+    API's message and trace id; its ``permanent`` is true when no retry could help.
 
     Refused at once, not retried (:class:`PeopleAIAPIError` whose message starts with ``answer
     refused``): a 2xx body over :meth:`ApiRequest.body_cap` (the server ignored ``limit``, or
     something else is wrong: the same request would get the same answer), and a body ``parse``
     refuses (:class:`~airflow_provider_activities.api.protocol.RefusedResponseError`: nested too
-    deep, wrong shape or types).
+    deep, wrong shape or types). Failed at once too (message ``not retried: ...``): a transport
+    error the request would meet again, such as a malformed URL.
 
     :param on_redirect: when given, a 301/302/303/307/308 answer returns ``on_redirect(response)``
         instead of failing (the export download follows redirects itself, see
@@ -127,6 +130,8 @@ def call_flow(
         headers: Mapping[str, str] | None = None
         if isinstance(outcome, BaseException):
             problem, status, trace_id = f"{type(outcome).__name__}: {outcome}", None, None
+            if not policy.retryable_error(outcome):
+                raise _api_error(request, None, f"not retried: {problem}", None, attempts, permanent=True)
         elif outcome.status == 401 and request.authenticated and not reauthenticated:
             reauthenticated = True
             log.info("People.ai answered 401 to %s %s; minting a new token and retrying once.", request.method, request.path)
@@ -142,11 +147,12 @@ def call_flow(
                     f"({_asked(request)}the cap is the connection extra 'max_response_bytes')",
                     None,
                     attempts,
+                    permanent=True,
                 )
             try:
                 return parse(outcome.body)
             except RefusedResponseError as err:
-                raise _api_error(request, outcome.status, f"answer refused: {err}", None, attempts) from None
+                raise _api_error(request, outcome.status, f"answer refused: {err}", None, attempts, permanent=True) from None
             except InvalidResponseError as err:
                 problem, status, trace_id = f"{err}{_content_type_note(outcome.headers)}", outcome.status, None
         elif on_redirect is not None and outcome.status in REDIRECT_STATUSES:
@@ -158,7 +164,7 @@ def call_flow(
                 message, trace_id = parse_error(outcome.body)
             status, headers = outcome.status, outcome.headers
             if not policy.retryable_status(status):
-                raise _api_error(request, status, message, trace_id, attempts)
+                raise _api_error(request, status, message, trace_id, attempts, permanent=True)
             problem = message
         if attempts > policy.max_retries:
             raise _api_error(request, status, problem, trace_id, attempts)
@@ -236,7 +242,14 @@ def _asked(request: ApiRequest) -> str:
     return f"asked for limit={limit} records; " if limit is not None else ""
 
 
-def _api_error(request: ApiRequest, status: int | None, message: str, trace_id: str | None, attempts: int) -> PeopleAIAPIError:
+def _api_error(
+    request: ApiRequest,
+    status: int | None,
+    message: str,
+    trace_id: str | None,
+    attempts: int,
+    permanent: bool = False,
+) -> PeopleAIAPIError:
     return PeopleAIAPIError(
         method=request.method,
         path=request.path,
@@ -245,4 +258,5 @@ def _api_error(request: ApiRequest, status: int | None, message: str, trace_id: 
         trace_id=trace_id,
         offset=request.offset,
         attempts=attempts,
+        permanent=permanent,
     )

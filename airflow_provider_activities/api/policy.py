@@ -15,9 +15,14 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_provider_activities.api.config import ClientConfig
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_RETRY_AFTER_CAP = 300.0
+RETRY_AFTER_MAX = 300.0
+"""The longest ``Retry-After`` honoured by default, in seconds."""
 
 
 class TokenCache:
@@ -53,29 +58,59 @@ class RetryPolicy:
     """Which failures are retried, and how long to wait before each retry.
 
     Exponential backoff with full jitter (``base * 2**n``, capped, times a random factor in
-    ``[0.5, 1]``); a ``Retry-After`` header, in seconds or as an HTTP date, wins when present.
+    ``[0.5, 1]``); a ``Retry-After`` header, in seconds or as an HTTP date, wins when present
+    (up to ``retry_after_max`` seconds).
 
     :param max_retries: retries after the first attempt.
     :param base: the first delay in seconds.
     :param cap: the longest delay in seconds.
+    :param retry_after_max: the longest ``Retry-After`` honoured, in seconds.
     """
 
-    def __init__(self, max_retries: int, base: float, cap: float, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        max_retries: int,
+        base: float,
+        cap: float,
+        rng: random.Random | None = None,
+        retry_after_max: float = RETRY_AFTER_MAX,
+    ) -> None:
         self.max_retries = max_retries
         self.base = base
         self.cap = cap
+        self.retry_after_max = retry_after_max
         self._rng = rng or random.Random()
+
+    @classmethod
+    def from_config(cls, config: ClientConfig) -> RetryPolicy:
+        """The policy of a connection's settings: ``max_retries``, ``backoff_base``,
+        ``backoff_max`` and ``retry_after_max`` (shorter for a connection test, see
+        :meth:`~airflow_provider_activities.api.config.ClientConfig.for_connection_test`).
+        """
+        return cls(config.max_retries, config.backoff_base, config.backoff_max, retry_after_max=config.retry_after_max)
 
     @staticmethod
     def retryable_status(status: int) -> bool:
         """429 and the transient 5xx are retried; other statuses are final."""
         return status in RETRY_STATUSES
 
+    @staticmethod
+    def retryable_error(error: BaseException) -> bool:
+        """Whether a transport error (what the driver got instead of an answer) may pass on retry.
+
+        A ``ValueError`` never does: the transports raise one for a request that cannot be sent
+        as it is (``requests``' ``InvalidURL``, ``MissingSchema``, ``InvalidSchema`` and
+        ``InvalidHeader``, ``urllib3``'s ``LocationParseError``, ``aiohttp``'s ``InvalidURL``), so
+        it fails at once. Every other error is retried: a refused or dropped connection (a server
+        restarting), a timeout, a host name that did not resolve (DNS may be down for a moment).
+        """
+        return not isinstance(error, ValueError)
+
     def delay(self, retry: int, headers: Mapping[str, str] | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (1-based)."""
         retry_after = _retry_after_seconds(headers)
         if retry_after is not None:
-            return retry_after
+            return min(retry_after, self.retry_after_max)
         ceiling = min(self.cap, self.base * (2 ** (retry - 1)))
         return ceiling * (0.5 + 0.5 * self._rng.random())
 
@@ -100,7 +135,7 @@ def _retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
         seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    return min(max(seconds, 0.0), _RETRY_AFTER_CAP)
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 
 
 class RateLimiter:

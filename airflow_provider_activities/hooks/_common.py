@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_activities.api.config import ClientConfig
 from airflow_provider_activities.api.pagination import Logger
-from airflow_provider_activities.compat import mask_secret
+from airflow_provider_activities.api.errors import ConnectionSettingsError
+from airflow_provider_activities.compat import AirflowFailException, mask_secret
 
 if TYPE_CHECKING:
     from airflow_provider_activities.hooks._shared_budget import SharedBudget
@@ -21,6 +22,12 @@ when a connection sets ``rate_limit_redis_conn_id``.
 
 REDIS_INSTALL = "pip install 'airflow-provider-activities[redis]'"
 """What installs the ``redis`` package the shared rate budget needs."""
+
+
+class InvalidConnectionError(ConnectionSettingsError, AirflowFailException):
+    """:class:`~airflow_provider_activities.api.errors.ConnectionSettingsError` as the hooks raise it:
+    also an ``AirflowFailException``, so the task fails at once, without its retries (none could
+    succeed before someone edits the connection)."""
 
 
 def client_config(conn_id: str, conn: Any, log: Logger) -> ClientConfig:
@@ -38,14 +45,17 @@ def client_config(conn_id: str, conn: Any, log: Logger) -> ClientConfig:
     """
     if conn.password:
         mask_secret(conn.password)
-    config = ClientConfig.from_connection(
-        conn_id=conn_id,
-        host=conn.host,
-        login=conn.login,
-        password=conn.password,
-        extra=conn.extra_dejson,
-        port=conn.port,
-    )
+    try:
+        config = ClientConfig.from_connection(
+            conn_id=conn_id,
+            host=conn.host,
+            login=conn.login,
+            password=conn.password,
+            extra=conn.extra_dejson,
+            port=conn.port,
+        )
+    except ConnectionSettingsError as err:
+        raise InvalidConnectionError(str(err)) from None
     if config.unknown_extras:
         log.warning("Connection %r has extras this provider ignores: %s", conn_id, ", ".join(config.unknown_extras))
     if not config.verify_ssl:
