@@ -200,7 +200,7 @@ def wait_for_runs(deployment: AirflowDeployment, what: str, done: Any, timeout: 
 
 
 def test_the_daily_dag_backfills_defers_and_reruns_exactly_on_a_real_deployment(
-    airflow_deployment: AirflowDeployment,  # noqa: F811
+    airflow_deployment: AirflowDeployment,
     sandbox: Sandbox,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:

@@ -126,7 +126,7 @@ class PeopleAIHook(BaseHook):
 
     @cached_property
     def _policy(self) -> RetryPolicy:
-        return RetryPolicy(self.config.max_retries, self.config.backoff_base, self.config.backoff_max)
+        return RetryPolicy.from_config(self.config)
 
     @cached_property
     def _limiter(self) -> SharedRateLimiter:
@@ -458,11 +458,22 @@ class PeopleAIHook(BaseHook):
         return IngestCount(count=stream.stats.kept, latest_ingested_at=ms_to_datetime(latest))
 
     def test_connection(self) -> tuple[bool, str]:
-        """Mint a token and read one activity; ``(True, message)`` or ``(False, reason)``."""
+        """Mint a token and read one activity; ``(True, message)`` or ``(False, reason)``.
+
+        The caller (the UI's test button, ``POST /api/v2/connections/test``, ``airflow connections
+        test``) waits for the answer, so the test runs with the short budget of
+        :meth:`ClientConfig.for_connection_test
+        <airflow_provider_activities.api.config.ClientConfig.for_connection_test>`: a closed port, an
+        unknown host or rejected credentials answer within seconds, not after minutes of retries.
+        """
+        probe = type(self)(peopleai_conn_id=self.peopleai_conn_id)
         try:
-            page = self.run(page_request(ACTIVITIES_PATH, {}, 0, 1, self.config.max_response_bytes), parse_page)
+            probe.config = self.config.for_connection_test()  # (a cached property: set, it is kept)
+            page = probe.run(page_request(ACTIVITIES_PATH, {}, 0, 1, probe.config.max_response_bytes), parse_page)
         except Exception as err:  # the UI shows the reason; it never holds a secret
             return False, str(err)
+        finally:
+            probe.close()
         total = f"{page.total} activities visible" if page.total is not None else "activities readable"
         return True, f"Connected to People.ai at {self.config.base_url}: token accepted, {total}."
 

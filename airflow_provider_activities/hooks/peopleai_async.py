@@ -136,7 +136,7 @@ class PeopleAIAsyncHook(BaseHook):
     async def _read_config(self) -> ClientConfig:
         connection = await self.aget_connection(self.peopleai_conn_id)
         config = client_config(self.peopleai_conn_id, connection, self.log)
-        self._policy = RetryPolicy(config.max_retries, config.backoff_base, config.backoff_max)
+        self._policy = RetryPolicy.from_config(config)
         self._limiter = shared_rate_limiter(config.base_url, config.client_id, config.requests_per_second)
         self._local = LocalBudget(self._limiter)
         if config.rate_limit_redis_conn_id is not None:
