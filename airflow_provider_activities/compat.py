@@ -91,7 +91,7 @@ else:
         from airflow.sdk.log import mask_secret
     else:
         from airflow.datasets import Dataset, DatasetAlias
-        from airflow.io.path import ObjectStoragePath
+        from airflow.io.path import ObjectStoragePath as _ObjectStoragePath
         from airflow.models.baseoperator import BaseOperator
         from airflow.models.connection import Connection
         from airflow.sensors.base import BaseSensorOperator, PokeReturnValue
@@ -115,6 +115,16 @@ else:
             def __init__(self, uri: str, name: str | None = None, extra: dict[str, Any] | None = None) -> None:
                 super().__init__(uri=uri, extra=extra)
                 self.name = name or uri
+
+        class ObjectStoragePath(_ObjectStoragePath):
+            """Airflow 2's ``ObjectStoragePath`` with Airflow 3's ``conn_id`` property."""
+
+            __slots__ = ()
+
+            @property
+            def conn_id(self) -> str | None:
+                """The Airflow connection the path's filesystem is built from (``None``: default credentials)."""
+                return self.storage_options.get("conn_id")
 
     if AIRFLOW_V_3_1_PLUS:
         from airflow.sdk import BaseHook
@@ -140,6 +150,85 @@ else:
             TaskDeferred,
         )
 
+
+async def get_async_connection(hook: BaseHook, conn_id: str) -> Connection:
+    """The connection ``conn_id``, read from a coroutine (a trigger, in the triggerer).
+
+    Where ``Connection`` masks its secrets without blocking (Airflow 3.3.2 and later, recognised by
+    ``Connection.aextra_dejson``), this awaits ``hook.aget_connection``. Elsewhere the hook's
+    synchronous ``get_connection`` runs in a worker thread: Airflow 2.11 and 3.0 have no
+    ``aget_connection``, and before 3.3.2 it masks secrets with a blocking call to the supervisor
+    that can deadlock the event loop. This is what the official providers' ``common.compat``
+    ``get_async_connection`` does.
+
+    :param hook: the hook reading it (its own ``get_connection`` or ``aget_connection`` is used).
+    :param conn_id: the connection id.
+    """
+    if hasattr(Connection, "aextra_dejson"):
+        return await hook.aget_connection(conn_id)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(hook.get_connection)(conn_id)
+
+
+def ui_field_behaviour(behaviour: dict[str, Any]) -> dict[str, Any]:
+    """A hook's ``get_ui_field_behaviour()`` from the provider info's ``ui-field-behaviour``.
+
+    Airflow 3.2 and later read the connection form from ``get_provider_info()``
+    (``ui-field-behaviour``, ``conn-fields``); Airflow 2.11, 3.0 and 3.1 ask the hook class, with
+    snake-case keys. One declaration serves both.
+
+    :param behaviour: the ``ui-field-behaviour`` of the provider info (``hidden-fields``,
+        ``relabeling``, ``placeholders``).
+    """
+    return {
+        "hidden_fields": list(behaviour.get("hidden-fields", [])),
+        "relabeling": dict(behaviour.get("relabeling", {})),
+        "placeholders": dict(behaviour.get("placeholders", {})),
+    }
+
+
+def connection_form_widgets(conn_fields: dict[str, Any]) -> dict[str, Any]:
+    """A hook's ``get_connection_form_widgets()`` from the provider info's ``conn-fields``.
+
+    For Airflow 2.11, 3.0 and 3.1, which build the connection form's extra fields from the hook
+    class (3.2 and later read ``conn-fields`` from the provider info). Each field becomes a
+    WTForms field as the 2.x providers declare them: a JSON ``boolean`` a check box, an
+    ``integer`` an integer field, anything else a text field (a ``number`` is read back from its
+    text). Flask-AppBuilder and WTForms come with Airflow 2's web server; Airflow skips the
+    widgets when they are not installed.
+
+    :param conn_fields: the ``conn-fields`` of the provider info: by extra name, its ``label``,
+        ``description`` and JSON ``schema`` (``type``, ``default``).
+    """
+    # Airflow 2's web server dependencies, untyped (not installed beside Airflow 3 by default)
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget  # type: ignore[import-not-found]
+    from flask_babel import lazy_gettext  # type: ignore[import-not-found]
+    from wtforms import BooleanField, IntegerField, StringField  # type: ignore[import-untyped]
+    from wtforms.validators import Optional  # type: ignore[import-untyped]
+
+    widgets: dict[str, Any] = {}
+    for name, field in conn_fields.items():
+        schema = field.get("schema", {})
+        types = schema.get("type", "string")
+        types = set(types) if isinstance(types, list) else {types}
+        label, description, default = lazy_gettext(field["label"]), field.get("description"), schema.get("default")
+        if "boolean" in types:
+            widgets[name] = BooleanField(label, description=description, default=default)
+        elif "integer" in types:
+            widgets[name] = IntegerField(
+                label, widget=BS3TextFieldWidget(), validators=[Optional()], description=description, default=default
+            )
+        else:
+            widgets[name] = StringField(
+                label,
+                widget=BS3TextFieldWidget(),
+                description=description,
+                default=None if default is None else str(default),
+            )
+    return widgets
+
+
 __all__ = [
     "AIRFLOW_V_3_0_PLUS",
     "AIRFLOW_V_3_1_PLUS",
@@ -162,6 +251,9 @@ __all__ = [
     "TaskDeferred",
     "TriggerEvent",
     "conf",
+    "connection_form_widgets",
+    "get_async_connection",
     "get_base_airflow_version_tuple",
     "mask_secret",
+    "ui_field_behaviour",
 ]
