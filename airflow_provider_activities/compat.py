@@ -151,6 +151,26 @@ else:
         )
 
 
+def alias_event_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` made fit for an asset alias event (``outlet_events[alias].add(asset, extra=...)``).
+
+    Airflow 2.11 groups a task's alias events by their extra made into a ``frozenset`` of its
+    items, so every value must be hashable: lists become tuples there (stored as JSON lists all
+    the same). Airflow 3 takes the extra as it is.
+
+    :param extra: the event's extra (JSON values).
+    """
+    if AIRFLOW_V_3_0_PLUS:
+        return extra
+    return {key: _hashable(value) for key, value in extra.items()}
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(item) for item in value)
+    return value
+
+
 async def get_async_connection(hook: BaseHook, conn_id: str) -> Connection:
     """The connection ``conn_id``, read from a coroutine (a trigger, in the triggerer).
 
@@ -250,6 +270,7 @@ __all__ = [
     "PokeReturnValue",
     "TaskDeferred",
     "TriggerEvent",
+    "alias_event_extra",
     "conf",
     "connection_form_widgets",
     "get_async_connection",
