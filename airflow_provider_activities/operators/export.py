@@ -50,6 +50,7 @@ from airflow_provider_activities.operators._run import (
     openlineage_facets,
 )
 from airflow_provider_activities.records.schemas import RAW_ACTIVITY_PER_RECORD_FIELDS, RAW_ACTIVITY_SCHEMA, file_schema
+from airflow_provider_activities.task_state import StateStore, task_state_store
 from airflow_provider_activities.triggers.peopleai import ERROR_AUTH, PeopleAIExportJobTrigger
 
 if TYPE_CHECKING:
@@ -109,8 +110,9 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
     the worker slot; the task resumes to submit further jobs or to download and write. Otherwise
     the worker polls every ``poll_interval`` seconds. ``execution_timeout`` bounds each wait.
 
-    **Retries.** The job ids are kept in the task's state store (Airflow's
-    ``task_state_store``) as soon as each job is created, before any wait: a retry of the task
+    **Retries.** The job ids are kept in the task's state store (Airflow's ``task_state_store``
+    on 3.3 and later; small marker objects below the dataset root's ``_task_state`` elsewhere) as
+    soon as each job is created, before any wait: a retry of the task
     reuses jobs that still exist, are not ``Failed``/``Canceled`` and whose files are still
     retained (10 days), instead of starting new ones. A successful run forgets them, so clearing
     the run later exports afresh. A ``Failed`` or ``Canceled`` job fails the task, naming the job
@@ -264,9 +266,9 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
 
     def _reuse_jobs(self, hook: PeopleAIHook, jobs: ExportJobs, context: Context) -> None:
         """Take back the jobs an earlier try of this task kept, where they can still serve."""
-        store = context.get("task_state_store")
+        store = self._state_store(context)
         if store is None:
-            self.log.info("No task state store (Airflow < 3.3?): a retry of this task starts new export jobs.")
+            self.log.info("No task instance in the context: a retry of this task starts new export jobs.")
             return
         now = datetime.now(timezone.utc)
         for spec, kept in jobs.restore(store.get(EXPORT_STATE_KEY)):
@@ -351,9 +353,15 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
             self._keep_jobs(context, jobs)
 
     def _keep_jobs(self, context: Context, jobs: ExportJobs) -> None:
-        store = context.get("task_state_store")
+        store = self._state_store(context)
         if store is not None:
             store.set(EXPORT_STATE_KEY, jobs.to_state(), retention=RETENTION)
+
+    def _state_store(self, context: Context) -> StateStore | None:
+        """Where the run keeps its job ids across tries: Airflow's ``task_state_store`` (3.3 and
+        later), else marker objects below the dataset root (:mod:`airflow_provider_activities.task_state`).
+        """
+        return task_state_store(context, self._output(check_output_path(self.output_path)).dataset_root)
 
     def _output(self, output_path: str) -> ParquetOutput:
         self.output_conn_id = self.output_conn_id or None  # a template may render to ""
@@ -411,7 +419,7 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
         summary = output.publish(self, context, staging, files, schema_in_files, interval, self.partition_by, run, started)
         self._lineage = LineageFacts(hook.config.base_url, hook.config.export_jobs_path, output.statistics)
         summary["jobs"] = [entry["job_id"] for entry in job_list]
-        store = context.get("task_state_store")
+        store = self._state_store(context)
         if store is not None:
             store.delete(EXPORT_STATE_KEY)
         return summary
