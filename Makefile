@@ -53,4 +53,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .demo demo-output site
+	rm -rf $(VENV) $(VENV2) .demo demo-output site
+
+# make test-airflow2: the suite again on the newest Airflow 2.11.x, in .venv-airflow2.
+include airflow2.mk
