@@ -8,8 +8,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_activities.api.config import ClientConfig
-from airflow_provider_activities.api.pagination import Logger
 from airflow_provider_activities.api.errors import ConnectionSettingsError
+from airflow_provider_activities.api.pagination import Logger
 from airflow_provider_activities.compat import AirflowFailException, mask_secret
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ REDIS_INSTALL = "pip install 'airflow-provider-activities[redis]'"
 class InvalidConnectionError(ConnectionSettingsError, AirflowFailException):
     """:class:`~airflow_provider_activities.api.errors.ConnectionSettingsError` as the hooks raise it:
     also an ``AirflowFailException``, so the task fails at once, without its retries (none could
-    succeed before someone edits the connection)."""
+    succeed before someone edits the connection).
+    """
 
 
 def client_config(conn_id: str, conn: Any, log: Logger) -> ClientConfig:
