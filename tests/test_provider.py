@@ -26,7 +26,8 @@ def test_connection_type_and_form() -> None:
     assert set(behaviour["hidden-fields"]) == {"schema", "port"}
     assert behaviour["relabeling"]["login"].startswith("API key")
     fields = conn["conn-fields"]
-    assert {"token_path", "page_size", "requests_per_second", "max_concurrency", "timeout", "max_retries"} <= set(fields)
+    # token_path was renamed auth_path (issue 18: the masker hid "token" names in the UI form)
+    assert {"auth_path", "page_size", "requests_per_second", "max_concurrency", "timeout", "max_retries"} <= set(fields)
     # page_size: no default, the client learns the largest page the server takes (issue 14; was 1000)
     assert fields["page_size"]["schema"]["default"] is None
     assert all(field["label"] and field["description"] for field in fields.values())

@@ -89,7 +89,7 @@ class PeopleAIHook(BaseHook):
 
     :param peopleai_conn_id: the Airflow connection (type ``peopleai``): login is the API key,
         password the API secret, host the base URL (``https://api.people.ai`` when empty);
-        extras ``token_path``, ``page_size``, ``requests_per_second``, ``max_concurrency``,
+        extras ``auth_path`` (formerly ``token_path``), ``page_size``, ``requests_per_second``, ``max_concurrency``,
         ``timeout``, ``max_retries``, ``backoff_base``, ``backoff_max``, ``verify_ssl``,
         ``rate_limit_redis_conn_id`` (the ``redis`` connection of a rate budget shared by every
         process on the key), and for the bulk export ``export_jobs_path``, ``export_status_path``,

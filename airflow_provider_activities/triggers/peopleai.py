@@ -15,7 +15,6 @@ from typing import Any
 from airflow_provider_activities import DEFAULT_CONN_ID
 from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIAuthError, PeopleAIError
 from airflow_provider_activities.api.export import ExportJob, check_job_id, job_status_request, parse_export_job
-from airflow_provider_activities.api.policy import RetryPolicy
 from airflow_provider_activities.api.queries import IngestCount
 from airflow_provider_activities.api.validation import (
     check_activity_type,
@@ -143,7 +142,7 @@ class PeopleAINewActivitiesTrigger(BaseTrigger):
                 except PeopleAIAuthError as err:
                     return _error(ERROR_AUTH, str(err))
                 except PeopleAIAPIError as err:
-                    if err.status is not None and not RetryPolicy.retryable_status(err.status):
+                    if err.permanent:
                         return _error(ERROR_API, str(err))
                     failure = err
                 except ValueError as err:  # a record the client cannot read (e.g. a bad timestamp)
@@ -284,7 +283,7 @@ class PeopleAIExportJobTrigger(BaseTrigger):
                     except PeopleAIAuthError as err:
                         return _error(ERROR_AUTH, str(err))
                     except PeopleAIAPIError as err:
-                        if err.status is not None and not RetryPolicy.retryable_status(err.status):
+                        if err.permanent:
                             return _error(ERROR_API, f"export job {job_id}: {err}")
                         self.log.warning("People.ai export job %s: still failing after retries (%s).", job_id, err)
                 if wait_is_over([known.get(job_id) for job_id in self.job_ids], self.wait_for):
