@@ -62,7 +62,7 @@ READ_BLOCK_BYTES = 4 * 1024 * 1024
 _WHITESPACE = b" \t\n\r\x0b\x0c"
 _SPECIAL_IN_STRING = r'["\\\x00-\x1f]'
 _SPECIAL_IN_NAME = frozenset('"\\/') | frozenset(chr(code) for code in range(32))
-_DELIMITERS = (b",", b"}", b" ", b"\t", b"\r", b"\n")
+_DELIMITERS = np.frombuffer(b",} \t\r\n", dtype=np.uint8)
 """What may follow a value inside an object."""
 _WIRE_FORMS = ("text", "integer")
 
@@ -152,9 +152,7 @@ class RawLinesConverter:
     def __post_init__(self) -> None:
         self.python = RawRecordConverter(self.schema)
         self._fields = [f for f in self.schema if f.name != EXTRA_FIELD]
-        self._wire = {
-            form: pa.schema([pa.field(f.name, _wire_type(f.type, form)) for f in self._fields]) for form in _WIRE_FORMS
-        }
+        self._wire = {form: pa.schema([pa.field(f.name, _wire_type(f.type, form)) for f in self._fields]) for form in _WIRE_FORMS}
         self._options = {
             form: pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
             for form, schema in self._wire.items()
@@ -268,9 +266,7 @@ class RawLinesConverter:
         order = np.argsort(np.concatenate((keep, declined)), kind="stable")
         return pa.concat_tables([arrow_part, python_part]).take(pa.array(order, type=pa.int64()))
 
-    def _arrow_rows(
-        self, table: pa.Table, form: str, keep: np.ndarray, extra: pa.Array | None, rows: int
-    ) -> pa.Table | None:
+    def _arrow_rows(self, table: pa.Table, form: str, keep: np.ndarray, extra: pa.Array | None, rows: int) -> pa.Table | None:
         """The kept rows in the record schema, unknown keys left out; ``None`` if a cast refuses."""
         selected = pa.array(keep, type=pa.int64())
         arrays = []
@@ -298,12 +294,9 @@ class RawLinesConverter:
         """The ``_extra`` text of each row from its unknown top-level keys; rows where it cannot be
         proven are marked in ``python``.
         """
-        nested_elsewhere = self._known_nested | {
-            n for name in unknown for n in _nested_names(table.schema.field(name).type)
-        }
-        parts: list[list[bytes | None]] = []
+        nested_elsewhere = self._known_nested | {n for name in unknown for n in _nested_names(table.schema.field(name).type)}
         rows = len(python)
-        seen_names = set()
+        joined: pa.Array | None = None  # the '"key":value' members of each row, comma separated; null for none
         for name in sorted(unknown):
             column = table.column(name).combine_chunks()
             key = b'"' + name.encode() + b'":'
@@ -312,33 +305,34 @@ class RawLinesConverter:
             python[positions == -2] = True
             arrow_valid = np.asarray(column.is_valid(), dtype=bool)
             python[arrow_valid & ~present] = True  # a value, but no literal key: written with escapes
-            if name in nested_elsewhere:  # a literal key could be a nested one
-                python[present | arrow_valid] = True
-                parts.append([None] * rows)
-                continue
-            encoded = _canonical(column)
+            encoded = (
+                None if name in nested_elsewhere else _canonical(column)
+            )  # nested elsewhere: a literal key could be that one
             if encoded is None:
                 python[present | arrow_valid] = True
-                parts.append([None] * rows)
                 continue
-            texts: list[bytes | None] = encoded.to_pylist()
-            body = located.body
-            mine: list[bytes | None] = [None] * rows
-            for row in np.flatnonzero(present & ~python).tolist():
-                text = texts[row]
-                at = int(positions[row]) + len(key)
-                if text is not None and body.startswith(text, at) and body[at + len(text) : at + len(text) + 1] in _DELIMITERS:
-                    mine[row] = key + text
-                    seen_names.add(name)
-                else:
-                    python[row] = True
-            parts.append(mine)
-        self.python.unknown_fields.update(seen_names)
-        out: list[str | None] = []
-        for row in range(rows):
-            found = [part[row] for part in parts if part[row] is not None]
-            out.append(None if not found or python[row] else "{" + b",".join(found).decode() + "}")  # type: ignore[arg-type]
-        return pa.array(out, type=pa.string())
+            checked = np.flatnonzero(present & ~python)
+            proven = located.holds(positions[checked] + len(key), encoded.take(pa.array(checked, type=pa.int64())))
+            python[checked[~proven]] = True
+            mine = np.zeros(rows, dtype=bool)
+            mine[checked[proven]] = True
+            if not mine.any():
+                continue
+            self.python.unknown_fields.add(name)
+            member = pc.if_else(
+                pa.array(mine), pc.binary_join_element_wise(pa.scalar(key), encoded, pa.scalar(b"")), pa.scalar(None, pa.binary())
+            )
+            if joined is None:
+                joined = member
+            else:
+                both = pc.and_(joined.is_valid(), member.is_valid())
+                joined = pc.if_else(
+                    both, pc.binary_join_element_wise(joined, member, pa.scalar(b",")), pc.coalesce(joined, member)
+                )
+        if joined is None:
+            return pa.nulls(rows, pa.string())
+        text = pc.binary_join_element_wise(pa.scalar(b"{"), joined, pa.scalar(b"}"), pa.scalar(b""))
+        return pc.if_else(pa.array(~python), text, pa.scalar(None, pa.binary())).cast(pa.string())
 
     # -- the Python way -----------------------------------------------------------------------------
 
@@ -383,6 +377,26 @@ class _Locator:
             found.append(at)
             at = body.find(pattern, at + 1)
         return np.asarray(found, dtype=np.int64)
+
+    def holds(self, starts: np.ndarray, texts: pa.Array) -> np.ndarray:
+        """Per text: whether the range's bytes at its start are exactly it, followed by what may
+        follow a value in an object (a null text is never held).
+        """
+        body = np.frombuffer(self.body, dtype=np.uint8)
+        _, offset_buffer, data_buffer = texts.buffers()
+        offsets = np.frombuffer(offset_buffer, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1].astype(np.int64)
+        lengths = np.diff(offsets)
+        data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]] if data_buffer is not None else body[:0]
+        ends = starts + lengths
+        held = np.asarray(texts.is_valid(), dtype=bool) & (ends < len(body))
+        relative = offsets - offsets[0]
+        where = np.repeat(starts - relative[:-1], lengths) + np.arange(int(relative[-1]), dtype=np.int64)
+        filled = np.flatnonzero(lengths > 0)  # (only null texts are empty: they are not held anyway)
+        if len(filled):
+            differ = body[np.minimum(where, len(body) - 1)] != data
+            held[filled] &= ~np.logical_or.reduceat(differ, relative[:-1][filled])
+        held &= lengths > 0
+        return held & np.isin(body[np.minimum(ends, len(body) - 1)], _DELIMITERS)
 
     def rows_with(self, pattern: bytes) -> np.ndarray:
         """The rows whose line holds ``pattern``."""
@@ -431,9 +445,7 @@ def _typed_leaves(
     elif pa.types.is_struct(type_):
         for child in type_:
             if _has_checked_leaf(child.type):
-                yield from _typed_leaves(
-                    pc.struct_field(array, child.name), child.type, wire.field(child.name).type, rows
-                )
+                yield from _typed_leaves(pc.struct_field(array, child.name), child.type, wire.field(child.name).type, rows)
 
 
 def _list_values(array: pa.Array) -> tuple[pa.Array, np.ndarray]:

@@ -140,7 +140,9 @@ class DaySpool:
             return
         table = pa.Table.from_batches(self._buffer, schema=self.schema)
         self._buffer, self._buffered, self._buffered_bytes = [], 0, 0
-        table = table.take(pc.sort_indices(table, sort_keys=[(DAY_COLUMN, "ascending"), (SEQUENCE_COLUMN, "ascending")]))
+        days = np.asarray(table.column(DAY_COLUMN).combine_chunks(), dtype=np.int32)
+        if (np.diff(days) < 0).any():  # rows arrive in file order: sorting is needed unless the file is in day order
+            table = table.take(pc.sort_indices(table, sort_keys=[(DAY_COLUMN, "ascending"), (SEQUENCE_COLUMN, "ascending")]))
         counts = pc.value_counts(table.column(DAY_COLUMN)).to_pylist()
         index: dict[int, tuple[int, int]] = {}
         offset = 0
