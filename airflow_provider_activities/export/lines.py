@@ -38,6 +38,7 @@ unknown key name with a quote, backslash, slash or control character in it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -65,6 +66,8 @@ _SPECIAL_IN_NAME = frozenset('"\\/') | frozenset(chr(code) for code in range(32)
 _DELIMITERS = np.frombuffer(b",} \t\r\n", dtype=np.uint8)
 """What may follow a value inside an object."""
 _WIRE_FORMS = ("text", "integer")
+_ESCAPED_KEY = re.compile(rb'\\u[0-9a-fA-F]{4}(?:[^"\\]|\\.)*":')
+"""A ``u`` escape in a string that a colon follows: a key (a value is followed by ``,``, ``}`` or ``]``)."""
 
 
 def _wire_type(type_: pa.DataType, timestamps: str) -> pa.DataType:
@@ -239,8 +242,8 @@ class RawLinesConverter:
             for bad in _unfit_rows(table.column(f.name), f.type, self._wire[form].field(f.name).type):
                 python[bad] = True
         located = _Locator(lines, first, stop)
-        if names and b"\\u" in located.body:
-            python[located.rows_with(b"\\u")] = True
+        if names and b"\\u" in located.body:  # an escaped key name could hide an unknown key
+            python[located.rows_with_escaped_key()] = True
         for name in nested_unknown:
             python[located.rows_with(b'"' + name.encode() + b'":')] = True
             for part in table.schema:
@@ -300,28 +303,40 @@ class RawLinesConverter:
         for name in sorted(unknown):
             column = table.column(name).combine_chunks()
             key = b'"' + name.encode() + b'":'
+            arrow_valid = np.asarray(column.is_valid(), dtype=bool)
+            if name in nested_elsewhere:  # a literal key may be a nested one: only a null value is told apart
+                python[arrow_valid] = True
+                python[located.rows_with_null(key)] = True
+                continue
             positions = located.first_positions(key)  # -1: no literal key on the line; -2: more than one
             present = positions >= 0
             python[positions == -2] = True
-            arrow_valid = np.asarray(column.is_valid(), dtype=bool)
             python[arrow_valid & ~present] = True  # a value, but no literal key: written with escapes
-            encoded = (
-                None if name in nested_elsewhere else _canonical(column)
-            )  # nested elsewhere: a literal key could be that one
-            if encoded is None:
-                python[present | arrow_valid] = True
-                continue
             checked = np.flatnonzero(present & ~python)
-            proven = located.holds(positions[checked] + len(key), encoded.take(pa.array(checked, type=pa.int64())))
+            at = positions[checked] + len(key)
+            taken = pa.array(checked, type=pa.int64())
+            # The file's text must be one of these spellings of Arrow's value, exactly; the
+            # _extra text is then the compact one with the same members.
+            encoded = _canonical(column).take(taken)
+            proven = located.holds(at, encoded)
+            for omit_nulls, spaced in ((False, True), (True, False), (True, True)):
+                if proven.all():
+                    break
+                spelled = _canonical(column, spaced=spaced, omit_nulls=omit_nulls).take(taken)
+                start = at + 1 if spaced else at
+                fresh = ~proven & located.holds(start, spelled) & (located.space_at(at) if spaced else True)
+                if fresh.any():
+                    compact = _canonical(column, omit_nulls=omit_nulls).take(taken) if spaced else spelled
+                    encoded = pc.if_else(pa.array(fresh), compact, encoded)
+                    proven |= fresh
             python[checked[~proven]] = True
-            mine = np.zeros(rows, dtype=bool)
-            mine[checked[proven]] = True
-            if not mine.any():
+            if not proven.any():
                 continue
             self.python.unknown_fields.add(name)
-            member = pc.if_else(
-                pa.array(mine), pc.binary_join_element_wise(pa.scalar(key), encoded, pa.scalar(b"")), pa.scalar(None, pa.binary())
-            )
+            where = np.full(rows, -1, dtype=np.int64)  # each row's place among the checked rows, if proven
+            where[checked[proven]] = np.flatnonzero(proven)
+            texts = encoded.take(pa.array(where, mask=where < 0))
+            member = pc.binary_join_element_wise(pa.scalar(key), texts, pa.scalar(b""))
             if joined is None:
                 joined = member
             else:
@@ -397,6 +412,24 @@ class _Locator:
             held[filled] &= ~np.logical_or.reduceat(differ, relative[:-1][filled])
         held &= lengths > 0
         return held & np.isin(body[np.minimum(ends, len(body) - 1)], _DELIMITERS)
+
+    def space_at(self, starts: np.ndarray) -> np.ndarray:
+        """Per start: whether the range's byte there is a space."""
+        body = np.frombuffer(self.body, dtype=np.uint8)
+        return (starts < len(body)) & (body[np.minimum(starts, len(body) - 1)] == 0x20)
+
+    def rows_with_null(self, key: bytes) -> np.ndarray:
+        """The rows whose line holds ``key`` followed by a null (whitespace allowed between)."""
+        body = self.body
+        found = [
+            at for at in self._occurrences(key).tolist() if body[at + len(key) : at + len(key) + 64].lstrip().startswith(b"null")
+        ]
+        return np.unique(np.searchsorted(self.row_starts, np.asarray(found, dtype=np.int64), side="right") - 1)
+
+    def rows_with_escaped_key(self) -> np.ndarray:
+        """The rows whose line holds a key with a ``u`` escape (backslash, u) in its name."""
+        found = [match.start() for match in _ESCAPED_KEY.finditer(self.body)]
+        return np.unique(np.searchsorted(self.row_starts, np.asarray(found, dtype=np.int64), side="right") - 1)
 
     def rows_with(self, pattern: bytes) -> np.ndarray:
         """The rows whose line holds ``pattern``."""
@@ -530,11 +563,13 @@ def _restrict(array: pa.Array, type_: pa.DataType) -> pa.Array:
     return array
 
 
-def _canonical(array: pa.Array) -> pa.Array | None:
-    """Each value as the Python path's ``_extra`` encoder writes it (UTF-8 bytes, ``null`` for
-    nulls), or ``None`` for a type whose text cannot be built here (floats, timestamps Arrow
-    inferred from strings ...). Strings with a quote, backslash or control character are null
-    in the result (their row goes the Python way).
+def _canonical(array: pa.Array, spaced: bool = False, omit_nulls: bool = False) -> pa.Array:
+    """Each value as the Python path's ``_extra`` encoder writes it (UTF-8 bytes; ``null`` for
+    nulls), or, with ``spaced``, as ``json.dumps`` writes it by default (a space after ``:`` and
+    ``,``). Arrow gives an object every member any object of its column had, null where it had
+    none: ``omit_nulls`` leaves the null members out, ``False`` writes them. The text is null where
+    it cannot be built here: a string with a quote, backslash or control character, a float, a
+    timestamp Arrow inferred from a string (the row goes the Python way).
     """
     type_ = array.type
     nulls = pc.is_null(array)
@@ -542,49 +577,37 @@ def _canonical(array: pa.Array) -> pa.Array | None:
         return pa.array([b"null"] * len(array), type=pa.binary())
     if pa.types.is_string(type_):
         special = pc.fill_null(pc.match_substring_regex(array, _SPECIAL_IN_STRING), False)
-        quoted = pc.binary_join_element_wise(pa.scalar('"'), array, pa.scalar('"'), pa.scalar(""))
-        text = pc.if_else(special, pa.scalar(None, pa.string()), quoted)
-        return _with_null_text(text.cast(pa.binary()), nulls, special)
+        quoted = pc.binary_join_element_wise(pa.scalar('"'), array, pa.scalar('"'), pa.scalar("")).cast(pa.binary())
+        return _null_text(pc.if_else(special, pa.scalar(None, pa.binary()), quoted), nulls)
     if pa.types.is_integer(type_):
-        return _with_null_text(pc.cast(array, pa.string()).cast(pa.binary()), nulls, None)
+        return _null_text(pc.cast(array, pa.string()).cast(pa.binary()), nulls)
     if pa.types.is_boolean(type_):
-        text = pc.if_else(array, pa.scalar(b"true"), pa.scalar(b"false"))
-        return _with_null_text(text, nulls, None)
+        return _null_text(pc.if_else(array, pa.scalar(b"true"), pa.scalar(b"false")), nulls)
+    colon, comma = (b": ", b", ") if spaced else (b":", b",")
     if pa.types.is_struct(type_):
-        members = []
+        body: pa.Array = pa.array([b""] * len(array), type=pa.binary())
+        started = pa.array(np.zeros(len(array), dtype=bool))  # a member was written before
         for child in sorted(type_, key=lambda f: f.name):
-            encoded = _canonical(pc.struct_field(array, child.name))
-            if encoded is None:
-                return None
-            key = ('"' + child.name + '":').encode()
-            members.append(pc.binary_join_element_wise(pa.scalar(key), encoded, pa.scalar(b"")))
-        if members:
-            body = pc.binary_join_element_wise(*members, pa.scalar(b","))
-        else:
-            body = pa.array([b""] * len(array), type=pa.binary())
-        text = pc.binary_join_element_wise(pa.scalar(b"{"), body, pa.scalar(b"}"), pa.scalar(b""))
-        return _with_null_text(text, nulls, None)
+            values = pc.struct_field(array, child.name)
+            key = b'"' + child.name.encode() + b'"' + colon
+            member = pc.binary_join_element_wise(pa.scalar(key), _canonical(values, spaced, omit_nulls), pa.scalar(b""))
+            written = pc.is_valid(values) if omit_nulls else pa.array(np.ones(len(array), dtype=bool))
+            after = pc.binary_join_element_wise(body, member, pa.scalar(comma))
+            body = pc.if_else(written, pc.if_else(started, after, member), body)
+            started = pc.or_(started, written)
+        return _null_text(pc.binary_join_element_wise(pa.scalar(b"{"), body, pa.scalar(b"}"), pa.scalar(b"")), nulls)
     if pa.types.is_list(type_):
         flat, _ = _list_values(array)
-        encoded = _canonical(flat)
-        if encoded is None:
-            return None
         offsets = pc.subtract(array.offsets, array.offsets[0])
-        items = pa.ListArray.from_arrays(offsets, encoded)
-        body = pc.binary_join(items, pa.scalar(b","))
-        text = pc.binary_join_element_wise(pa.scalar(b"["), body, pa.scalar(b"]"), pa.scalar(b""))
-        return _with_null_text(text, nulls, None)
-    return None
+        items = pa.ListArray.from_arrays(offsets, _canonical(flat, spaced, omit_nulls))
+        body = pc.binary_join(items, pa.scalar(comma))
+        return _null_text(pc.binary_join_element_wise(pa.scalar(b"["), body, pa.scalar(b"]"), pa.scalar(b"")), nulls)
+    return _null_text(pa.nulls(len(array), pa.binary()), nulls)
 
 
-def _with_null_text(text: pa.Array, nulls: pa.Array, unfit: pa.Array | None) -> pa.Array:
-    """``text`` with ``null`` where the value is null; null (no text) where it cannot be written
-    here (and nowhere a member cannot).
-    """
-    text = pc.if_else(nulls, pa.scalar(b"null"), text)
-    if unfit is not None:
-        text = pc.if_else(unfit, pa.scalar(None, pa.binary()), text)
-    return text
+def _null_text(text: pa.Array, nulls: pa.Array) -> pa.Array:
+    """``text``, with ``null`` where the value is null."""
+    return pc.if_else(nulls, pa.scalar(b"null"), text)
 
 
 def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
