@@ -4,6 +4,10 @@ JSON Lines readers (line by line, or in blocks of whole lines for Arrow's reader
 The sink never holds the body in memory, and checks a gzip stream as it arrives, so a truncated
 download is retried before the file is used. The readers inflate a gzip file on the fly: neither
 holds more than a line, or a block, of it.
+
+The readers inflate with ISA-L (the ``isal`` package) when it is installed, two to three times
+faster than zlib for the same bytes, and with the standard library's ``gzip`` otherwise. The
+sink checks with ``zlib``, whose errors name a corrupt stream at its first bad bytes.
 """
 
 from __future__ import annotations
@@ -16,9 +20,18 @@ import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import IO, Any
 
 from airflow_provider_activities.api.errors import InvalidResponseError
+
+_gzip: ModuleType = gzip
+try:  # ISA-L: the same inflated bytes as gzip, faster
+    from isal import igzip
+
+    _gzip = igzip
+except ImportError:  # pragma: no cover - isal is a dependency; the standard library reads the same files
+    pass
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -186,7 +199,7 @@ def open_export_file(path: str) -> IO[bytes]:
     with open(path, "rb") as probe:
         head = probe.read(2)
     if head == GZIP_MAGIC:
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return _gzip.open(path, "rb")
     return open(path, "rb")
 
 
