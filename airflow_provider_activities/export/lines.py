@@ -242,7 +242,7 @@ class RawLinesConverter:
             for bad in _unfit_rows(table.column(f.name), f.type, self._wire[form].field(f.name).type):
                 python[bad] = True
         located = _Locator(lines, first, stop)
-        if names and b"\\u" in located.body:  # an escaped key name could hide an unknown key
+        if names and b"\\" in located.body and b"\\u" in located.body:  # an escaped key name could hide an unknown key
             python[located.rows_with_escaped_key()] = True
         for name in nested_unknown:
             python[located.rows_with(b'"' + name.encode() + b'":')] = True
@@ -385,13 +385,12 @@ class _Locator:
         self.row_starts = self.lines.starts[indexes] - self.base
 
     def _occurrences(self, pattern: bytes) -> np.ndarray:
-        found = []
-        body = self.body
-        at = body.find(pattern)
-        while at >= 0:
-            found.append(at)
-            at = body.find(pattern, at + 1)
-        return np.asarray(found, dtype=np.int64)
+        """Where ``pattern`` starts in the range's bytes (it cannot overlap itself: a key or an escape)."""
+        pieces = self.body.split(pattern)
+        if len(pieces) == 1:
+            return np.zeros(0, dtype=np.int64)
+        lengths = np.fromiter(map(len, pieces[:-1]), dtype=np.int64, count=len(pieces) - 1)
+        return np.cumsum(lengths) + np.arange(len(lengths), dtype=np.int64) * len(pattern)
 
     def holds(self, starts: np.ndarray, texts: pa.Array) -> np.ndarray:
         """Per text: whether the range's bytes at its start are exactly it, followed by what may
@@ -585,16 +584,24 @@ def _canonical(array: pa.Array, spaced: bool = False, omit_nulls: bool = False) 
         return _null_text(pc.if_else(array, pa.scalar(b"true"), pa.scalar(b"false")), nulls)
     colon, comma = (b": ", b", ") if spaced else (b":", b",")
     if pa.types.is_struct(type_):
-        body: pa.Array = pa.array([b""] * len(array), type=pa.binary())
-        started = pa.array(np.zeros(len(array), dtype=bool))  # a member was written before
-        for child in sorted(type_, key=lambda f: f.name):
-            values = pc.struct_field(array, child.name)
-            key = b'"' + child.name.encode() + b'"' + colon
-            member = pc.binary_join_element_wise(pa.scalar(key), _canonical(values, spaced, omit_nulls), pa.scalar(b""))
-            written = pc.is_valid(values) if omit_nulls else pa.array(np.ones(len(array), dtype=bool))
-            after = pc.binary_join_element_wise(body, member, pa.scalar(comma))
-            body = pc.if_else(written, pc.if_else(started, after, member), body)
-            started = pc.or_(started, written)
+        children = sorted(type_, key=lambda f: f.name)
+        values = [pc.struct_field(array, child.name) for child in children]
+        members = [
+            pc.binary_join_element_wise(
+                pa.scalar(b'"' + child.name.encode() + b'"' + colon), _canonical(value, spaced, omit_nulls), pa.scalar(b"")
+            )
+            for child, value in zip(children, values, strict=True)
+        ]
+        if not omit_nulls and len(members) > 1:
+            body = pc.binary_join_element_wise(*members, pa.scalar(comma))
+        else:  # members one by one: a comma before each but the first written
+            body = pa.array([b""] * len(array), type=pa.binary())
+            started = pa.array(np.zeros(len(array), dtype=bool))
+            for member, value in zip(members, values, strict=True):
+                written = pc.is_valid(value) if omit_nulls else pa.array(np.ones(len(array), dtype=bool))
+                after = pc.binary_join_element_wise(body, member, pa.scalar(comma))
+                body = pc.if_else(written, pc.if_else(started, after, member), body)
+                started = pc.or_(started, written)
         return _null_text(pc.binary_join_element_wise(pa.scalar(b"{"), body, pa.scalar(b"}"), pa.scalar(b"")), nulls)
     if pa.types.is_list(type_):
         flat, _ = _list_values(array)
