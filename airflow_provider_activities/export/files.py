@@ -234,7 +234,7 @@ def iter_export_batches(path: str, size: int = 2000) -> Iterator[list[dict[str, 
 
 
 
-DEFAULT_BLOCK_BYTES = 16 * 1024 * 1024
+DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
 """Bytes of JSON Lines per block :func:`iter_export_blocks` hands out (more for a longer line)."""
 
 

@@ -57,7 +57,7 @@ DATE_PATTERN = r"^\d{4}-\d\d-\d\d$"
 """Days Arrow's cast reads into the same date as the Python rules do."""
 DEFAULT_MIN_LINES = 64
 """A range of lines Arrow refuses is split in halves down to this many lines, then goes the Python way."""
-READ_BLOCK_BYTES = 4 * 1024 * 1024
+READ_BLOCK_BYTES = 1024 * 1024
 """Arrow's reader parses a block in pieces of this size, in parallel (a longer line is refused)."""
 
 _WHITESPACE = b" \t\n\r\x0b\x0c"

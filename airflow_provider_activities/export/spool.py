@@ -63,9 +63,11 @@ DAY_MS = 86_400_000
 DAY_COLUMN = "_day"
 """Helper column while spooling: the UTC day (days since the epoch) a row belongs to."""
 DEFAULT_MAX_BUFFERED_ROWS = 100_000
-DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024
 """Arrow bytes of converted rows held in memory before they are spilled to a round file (nested
-export records are a few KiB each, so this, not the row cap, usually triggers the spill)."""
+export records are a few KiB each, so this, not the row cap, usually triggers the spill). Small
+enough that a run of a few tens of thousands of records fills it as a large one does: memory is
+then the same whatever the size of the export."""
 DEFAULT_CHUNK_ROWS = 16_384
 """Rows per record batch handed to the writer when a day is read back."""
 _EPOCH_DAY = date(1970, 1, 1)
