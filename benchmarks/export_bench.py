@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.contenders.export_common import ExportSpec
-from benchmarks.export_server import CLIENT_ID, CLIENT_SECRET
+from benchmarks.export_server import CLIENT_ID, CLIENT_SECRET, DEFAULT_CACHE
 
 REPO = Path(__file__).resolve().parent.parent
 CONTENDERS = ("provider", "naive", "floor")
@@ -80,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=200_000,
         help="export regime: the largest file the naive contender runs on (default 200000)",
+    )
+    parser.add_argument(
+        "--export-cache",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="export regime: where the built export files are kept between runs",
     )
     parser.add_argument(
         "--export-check-max",
@@ -140,7 +146,7 @@ class Serving:
 class ExportServer:
     """:mod:`benchmarks.export_server` in its own process."""
 
-    def __init__(self, activities: int, days: int, check: bool, env: dict[str, str]) -> None:
+    def __init__(self, activities: int, days: int, check: bool, env: dict[str, str], cache: Path = DEFAULT_CACHE) -> None:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's stderr, closed in stop()
         command = [
             sys.executable,
@@ -152,6 +158,8 @@ class ExportServer:
             str(days),
             "--start",
             START,
+            "--cache-dir",
+            str(cache),
         ] + (["--check"] if check else [])
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         lines: dict[str, str] = {}
@@ -240,7 +248,7 @@ def run_export(
 ) -> tuple[list[ExportResult], list[Serving]]:
     """Every size of ``--export-records``: the serving rate, each contender, the provider's short run."""
     if args.prime:
-        server = ExportServer(PRIME[0], PRIME[1], check=True, env=env)
+        server = ExportServer(PRIME[0], PRIME[1], check=True, env=env, cache=args.export_cache)
         try:
             for contender in CONTENDERS:
                 result = measure(contender, server, PRIME[1], env, args.timeout, run_child)
@@ -259,7 +267,7 @@ def run_export(
             plans.append((records * args.export_flat_days // args.export_days, args.export_flat_days, ("provider",)))
     for records, days, contenders in plans:
         log(f"[export {records:,} over {days} days] building or finding the file ...")
-        server = ExportServer(records, days, check=records <= args.export_check_max, env=env)
+        server = ExportServer(records, days, check=records <= args.export_check_max, env=env, cache=args.export_cache)
         try:
             serving = Serving(server.records, days, server.file_bytes, server.build_s, server.download_seconds())
             servings.append(serving)
