@@ -76,6 +76,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks import export_bench
 from benchmarks.contenders import CONTENDER_OPTIONS, CONTENDERS, MODULES, TRANSPORTS
 from benchmarks.contenders.common import RESULT_PREFIX, Spec
 
@@ -286,7 +287,8 @@ def prime(args: argparse.Namespace, env: dict[str, str], day: date, log: Any) ->
         sandbox.stop()
 
 
-def run_benchmark(args: argparse.Namespace, log: Any = print) -> tuple[list[Result], list[SandboxRate]]:
+def child_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment of the sandbox and contender processes."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
     # Bytecode caches, as any deployment has them: without them (PYTHONDONTWRITEBYTECODE=1) every
@@ -294,6 +296,11 @@ def run_benchmark(args: argparse.Namespace, log: Any = print) -> tuple[list[Resu
     # discovery, dlt's loaders...) is compiled from source inside its timing. Kept outside the repo.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(args.pycache)
+    return env
+
+
+def run_benchmark(args: argparse.Namespace, log: Any = print) -> tuple[list[Result], list[SandboxRate]]:
+    env = child_env(args)
     day = date.fromisoformat(args.day)
     if args.prime:
         prime(args, env, day, log)
@@ -614,7 +621,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=_ints, default=[100_000, 1_000_000],
                         help="CPU-bound sizes, comma separated (default 100000,1000000; add 2000000 when time allows)")
-    parser.add_argument("--regimes", type=lambda t: t.split(","), default=["cpu", "api"], help="cpu,api (default both)")
+    parser.add_argument("--regimes", type=lambda t: t.split(","), default=["cpu", "api"],
+                        help="cpu,api,export (default cpu,api; export: see benchmarks.export_bench)")
     parser.add_argument("--contenders", type=lambda t: t.split(","), default=list(CONTENDERS),
                         help=f"subset of {','.join(CONTENDERS)} (default all; the transport floor is the "
                              "faster of the transports run)")
@@ -633,11 +641,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="skip the unmeasured run of each contender on a tiny sandbox (fills the bytecode cache)")
     parser.add_argument("--pycache", type=Path, default=Path(tempfile.gettempdir()) / "peopleai-bench-pycache",
                         help="PYTHONPYCACHEPREFIX for the child processes")
+    export_bench.add_arguments(parser)
     args = parser.parse_args(argv)
     unknown = set(args.contenders) - set(CONTENDERS)
     if unknown:
         parser.error(f"unknown contenders: {', '.join(sorted(unknown))}")
-    unknown = set(args.regimes) - {"cpu", "api"}
+    unknown = set(args.regimes) - {"cpu", "api", "export"}
     if unknown:
         parser.error(f"unknown regimes: {', '.join(sorted(unknown))}")
     return args
@@ -646,6 +655,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> list[Result]:
     args = parse_args(argv)
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    if "export" in args.regimes:
+        load = [os.getloadavg()[0]]
+        exported, files = export_bench.run_export(args, child_env(args), run_child)
+        load.append(os.getloadavg()[0])
+        context = {"machine": machine(), "load": load, "versions": versions()}
+        print()
+        print(export_bench.write(exported, files, args, command.strip(), context))
+        if not set(args.regimes) - {"export"}:
+            if not all(r.ok for r in exported):
+                raise SystemExit(1)
+            return []
     args.load = [os.getloadavg()[0]]
     results, rates = run_benchmark(args)
     args.load.append(os.getloadavg()[0])

@@ -1,8 +1,13 @@
-"""The downloaded export file: a gzip-aware sink that streams a body to local disk, and a
-JSON Lines reader.
+"""The downloaded export file: a gzip-aware sink that streams a body to local disk, and the
+JSON Lines readers (line by line, or in blocks of whole lines for Arrow's reader).
 
 The sink never holds the body in memory, and checks a gzip stream as it arrives, so a truncated
-download is retried before the file is used.
+download is retried before the file is used. The readers inflate a gzip file on the fly: neither
+holds more than a line, or a block, of it.
+
+The readers inflate with ISA-L (the ``isal`` package) when it is installed, two to three times
+faster than zlib for the same bytes, and with the standard library's ``gzip`` otherwise. The
+sink checks with ``zlib``, whose errors name a corrupt stream at its first bad bytes.
 """
 
 from __future__ import annotations
@@ -10,12 +15,23 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import queue
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import IO, Any
 
 from airflow_provider_activities.api.errors import InvalidResponseError
+
+_gzip: ModuleType = gzip
+try:  # ISA-L: the same inflated bytes as gzip, faster
+    from isal import igzip
+
+    _gzip = igzip
+except ImportError:  # pragma: no cover - isal is a dependency; the standard library reads the same files
+    pass
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -183,7 +199,7 @@ def open_export_file(path: str) -> IO[bytes]:
     with open(path, "rb") as probe:
         head = probe.read(2)
     if head == GZIP_MAGIC:
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return _gzip.open(path, "rb")
     return open(path, "rb")
 
 
@@ -216,3 +232,86 @@ def iter_export_batches(path: str, size: int = 2000) -> Iterator[list[dict[str, 
     if batch:
         yield batch
 
+
+
+DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024
+"""Bytes of JSON Lines per block :func:`iter_export_blocks` hands out (more for a longer line)."""
+
+
+@dataclass(frozen=True)
+class ExportBlock:
+    """Whole lines of an export file.
+
+    :param data: the lines' bytes, newlines included; the last line may lack its newline only at
+        the end of the file.
+    :param first_line: the 1-based number, in the file, of the block's first line.
+    """
+
+    data: bytes
+    first_line: int
+
+
+def iter_export_blocks(path: str, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[ExportBlock]:
+    """The lines of an export file in blocks of about ``block_bytes``, each cut after a newline.
+
+    The file is read and inflated (when it is gzip) by a thread of its own, one block ahead, so
+    inflating overlaps with what the consumer does with the block before (zlib releases the
+    GIL). Memory holds two blocks and the one being read.
+
+    :param path: the downloaded file (gzip or plain JSON Lines).
+    :param block_bytes: bytes read at a time; a line longer than that makes its block longer.
+    """
+    handoff: queue.Queue[tuple[ExportBlock | None, BaseException | None]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: tuple[ExportBlock | None, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for block in _read_blocks(path, block_bytes):
+                if not put((block, None)):
+                    return
+            put((None, None))
+        except BaseException as err:  # handed to the consumer
+            put((None, err))
+
+    reader = threading.Thread(target=produce, name="peopleai-export-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            block, error = handoff.get()
+            if error is not None:
+                raise error
+            if block is None:
+                return
+            yield block
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _read_blocks(path: str, block_bytes: int) -> Iterator[ExportBlock]:
+    line = 1
+    rest = b""
+    with open_export_file(path) as stream:
+        while True:
+            chunk = stream.read(block_bytes)
+            if not chunk:
+                if rest:
+                    yield ExportBlock(rest, line)
+                return
+            data = rest + chunk if rest else chunk
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # no newline yet: a line longer than a block
+                rest = data
+                continue
+            block, rest = data[:cut], data[cut:]
+            yield ExportBlock(block, line)
+            line += block.count(b"\n")

@@ -2,13 +2,24 @@
 
 The pieces, in the order a run uses them:
 
-* :class:`~airflow_provider_activities.records.convert.RawRecordConverter` turns a list of export
-  records into one ``pa.RecordBatch`` of the nested raw schema.
+* :class:`~airflow_provider_activities.export.lines.RawLinesConverter` turns blocks of a
+  downloaded file's lines into tables of the nested raw schema (Arrow's reader where exact,
+  :class:`~airflow_provider_activities.records.convert.RawRecordConverter` record by record
+  elsewhere); :class:`RawExportBuffer` bounds the rows to the run's days and numbers them in file
+  order.
 * :class:`DaySpool` takes converted batches routed to UTC days and keeps at most
   ``max_buffered_rows`` of them (and about ``max_buffered_bytes`` of Arrow data) in memory: past
   that, the buffer is sorted by day and written to a local Arrow IPC file (a "round") with an
   index of where each day's rows are. Reading a day back memory-maps the rounds afresh and slices
   that day out of each.
+* De-duplication across the whole run (snapshots): while rows are spooled, a
+  :class:`~airflow_provider_activities.records.dedup.SeenKeys` (about 12 bytes per ``uid``) tells
+  which ``uid`` came before; only those repeated ones are looked at again once every file is read:
+  the key columns of their rows are read back from the spool and
+  :func:`~airflow_provider_activities.records.dedup.superseded` names every version but the latest
+  (greatest ``ingest_timestamp``, then the later in the files), wherever its day. Those rows are
+  left out of their days: a ``uid`` whose timestamp moved between two days of the run is written
+  once, in the day of its latest version.
 * :func:`~airflow_provider_activities.records.dedup.deduplicated_order` keeps, among a day's rows,
   one row per ``uid``: the one with the latest ``ingest_timestamp`` (the later in the file on a
   tie), then orders the rows by the day's time column and ``uid``, so the output depends on the
@@ -16,8 +27,8 @@ The pieces, in the order a run uses them:
 * :meth:`RawExportBuffer.day_batches` hands each day's kept rows over in batches of
   :data:`DEFAULT_CHUNK_ROWS`, taken one at a time from the memory-mapped spool.
 
-So memory holds the spool's buffer, one day's key columns and one batch, whatever the size of
-the export or of a day. Local disk holds the spool: about the uncompressed Arrow size of the
+So memory holds the spool's buffer, the seen ``uid`` hashes, one day's key columns and one
+batch, whatever the size of the export or of a day. Local disk holds the spool: about the uncompressed Arrow size of the
 whole export, until the run ends.
 """
 
@@ -29,20 +40,34 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from airflow_provider_activities.export.files import DEFAULT_BLOCK_BYTES, iter_export_blocks
+from airflow_provider_activities.export.lines import RawLinesConverter
 from airflow_provider_activities.records.convert import RawRecordConverter
-from airflow_provider_activities.records.dedup import SEQUENCE_COLUMN, deduplicate, deduplicated_order
+from airflow_provider_activities.records.dedup import (
+    SEQUENCE_COLUMN,
+    ArrowKeys,
+    SeenKeys,
+    batch_hashes,
+    deduplicate,
+    deduplicated_order,
+    superseded,
+)
+from airflow_provider_activities.records.filters import activity_keys
 from airflow_provider_activities.records.schemas import RAW_ACTIVITY_SCHEMA
 
 DAY_MS = 86_400_000
 DAY_COLUMN = "_day"
 """Helper column while spooling: the UTC day (days since the epoch) a row belongs to."""
 DEFAULT_MAX_BUFFERED_ROWS = 100_000
-DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024
 """Arrow bytes of converted rows held in memory before they are spilled to a round file (nested
-export records are a few KiB each, so this, not the row cap, usually triggers the spill)."""
+export records are a few KiB each, so this, not the row cap, usually triggers the spill). Small
+enough that a run of a few tens of thousands of records fills it as a large one does: memory is
+then the same whatever the size of the export."""
 DEFAULT_CHUNK_ROWS = 16_384
 """Rows per record batch handed to the writer when a day is read back."""
 _EPOCH_DAY = date(1970, 1, 1)
@@ -117,7 +142,9 @@ class DaySpool:
             return
         table = pa.Table.from_batches(self._buffer, schema=self.schema)
         self._buffer, self._buffered, self._buffered_bytes = [], 0, 0
-        table = table.take(pc.sort_indices(table, sort_keys=[(DAY_COLUMN, "ascending"), (SEQUENCE_COLUMN, "ascending")]))
+        days = np.asarray(table.column(DAY_COLUMN).combine_chunks(), dtype=np.int32)
+        if (np.diff(days) < 0).any():  # rows arrive in file order: sorting is needed unless the file is in day order
+            table = table.take(pc.sort_indices(table, sort_keys=[(DAY_COLUMN, "ascending"), (SEQUENCE_COLUMN, "ascending")]))
         counts = pc.value_counts(table.column(DAY_COLUMN)).to_pylist()
         index: dict[int, tuple[int, int]] = {}
         offset = 0
@@ -152,6 +179,12 @@ class DaySpool:
             return self.schema.empty_table()
         return pa.concat_tables(parts)
 
+    def select(self, columns: list[str]) -> Iterator[pa.Table]:
+        """Some columns of every row, round by round (memory-mapped; flushes the buffer first)."""
+        self.flush()
+        for spilled in self._rounds:
+            yield pa.ipc.open_file(pa.memory_map(spilled.path, "r")).read_all().select(columns)
+
     def close(self) -> None:
         """Drop the buffered rows (the round files stay for the caller to remove)."""
         self._buffer, self._buffered, self._buffered_bytes = [], 0, 0
@@ -163,12 +196,14 @@ class ExportCounts:
 
     :param received: records read from the files.
     :param outside: records outside the requested days (or without the time field), dropped.
-    :param duplicates: repeated ``uid`` within a day, dropped.
+    :param duplicates: repeated ``uid`` within a day (or across the run's days), dropped.
+    :param arrow: records read by Arrow's JSON reader (the others the Python way).
     """
 
     received: int = 0
     outside: int = 0
     duplicates: int = 0
+    arrow: int = 0
 
 
 class RawExportBuffer:
@@ -179,8 +214,15 @@ class RawExportBuffer:
         ``ingest_date``): the field that places a record in a day.
     :param start_ms: first instant kept (epoch ms, a UTC midnight).
     :param end_ms: first instant no longer kept.
+    :param schema: the record schema.
     :param max_buffered_rows: converted rows held in memory before spilling to disk.
     :param max_buffered_bytes: Arrow bytes of converted rows held in memory before spilling.
+    :param across_days: keep one version of each ``uid`` in the whole run (a snapshot: an
+        activity whose timestamp moved is written in the day of its latest version only), not one
+        per day (a delta: each day's partition holds the versions processed that day).
+    :param arrow: read files with Arrow's JSON reader where exact (:meth:`add_file`); ``False``
+        reads every record the Python way (same rows).
+    :param block_bytes: bytes of a file read and converted at a time.
     """
 
     def __init__(
@@ -192,37 +234,113 @@ class RawExportBuffer:
         schema: pa.Schema = RAW_ACTIVITY_SCHEMA,
         max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
         max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+        across_days: bool = False,
+        arrow: bool = True,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
     ) -> None:
         self.schema = schema
         self.time_column = time_column
         self.start_ms, self.end_ms = start_ms, end_ms
-        self.converter = RawRecordConverter(schema)
+        self.across_days = across_days
+        self.block_bytes = block_bytes
+        self.lines = RawLinesConverter(schema, arrow=arrow)
+        self.converter: RawRecordConverter = self.lines.python
+        """The Python converter (its ``unknown_fields`` names every unknown field seen, either way)."""
         self.spool = DaySpool(directory, spool_schema(schema), max_buffered_rows, max_buffered_bytes)
         self.counts = ExportCounts()
+        self._seen = SeenKeys() if across_days else None
+        self._repeated: set[str] = set()  # uids seen more than once in the run
+        self._superseded: np.ndarray | None = None
 
     def add(self, records: list[dict[str, Any]]) -> None:
-        """Convert a list of records and keep those inside the days."""
-        if not records:
+        """Convert a list of records (the Python way) and keep those inside the days."""
+        if records:
+            self.add_table(pa.Table.from_batches([self.converter.to_batch(records)]))
+
+    def add_file(self, path: str) -> None:
+        """Convert every record of a downloaded export file, block by block, and keep those inside the days.
+
+        :raises ExportFileError: for a line that is not a JSON object.
+        :raises SchemaMismatchError: for a value that does not fit its type.
+        """
+        self.lines.path = path
+        before = self.lines.arrow_rows
+        for block in iter_export_blocks(path, self.block_bytes):
+            self.add_table(self.lines.convert(block))
+        self.counts.arrow += self.lines.arrow_rows - before
+
+    def add_table(self, table: pa.Table) -> None:
+        """Keep the rows of ``table`` (converted records, in file order) that are inside the days."""
+        if not table.num_rows:
             return
-        batch = self.converter.to_batch(records)
         first = self.counts.received
-        self.counts.received += batch.num_rows
-        times = pc.cast(batch.column(batch.schema.get_field_index(self.time_column)), pa.int64())
+        self.counts.received += table.num_rows
+        times = pc.cast(table.column(self.time_column), pa.int64())
         inside = pc.fill_null(pc.and_(pc.greater_equal(times, self.start_ms), pc.less(times, self.end_ms)), False)
-        sequence = pa.array(range(first, first + batch.num_rows), type=pa.int64())
+        sequence = pa.array(np.arange(first, first + table.num_rows, dtype=np.int64))
         days = pc.cast(pc.divide(times, DAY_MS), pa.int32())
-        extended = pa.RecordBatch.from_arrays(
-            [*batch.columns, days, sequence], schema=self.spool.schema
-        ).filter(inside)
-        self.counts.outside += batch.num_rows - extended.num_rows
-        self.spool.add(extended)
+        extended = pa.Table.from_arrays([*table.columns, days, sequence], schema=self.spool.schema).filter(inside)
+        self.counts.outside += table.num_rows - extended.num_rows
+        for batch in extended.to_batches():
+            self.spool.add(batch)
+            self._note_repeats(batch)
+
+    def _note_repeats(self, batch: pa.RecordBatch) -> None:
+        """Remember the batch's uids; keep those seen before (only they are looked at again)."""
+        if self._seen is None or not batch.num_rows:
+            return
+        uids = batch.column(batch.schema.get_field_index("uid"))
+        if uids.null_count:  # rows without a uid are all kept
+            batch = batch.filter(uids.is_valid())
+            uids = batch.column(batch.schema.get_field_index("uid"))
+        keys = pa.RecordBatch.from_arrays([uids], names=["uid"])
+        new = self._seen.new(batch_hashes([uids]), ArrowKeys(keys, activity_keys), "arrow")
+        if len(new) < len(uids):
+            repeated = np.ones(len(uids), dtype=bool)
+            repeated[new] = False
+            self._repeated.update(uids.filter(pa.array(repeated)).to_pylist())
+
+    def _superseded_rows(self) -> np.ndarray | None:
+        """The sequence numbers of the versions the run's latest versions replace (across days)."""
+        if self._seen is None or not self._repeated:
+            return None
+        if self._superseded is None:
+            wanted = pa.array(sorted(self._repeated), type=pa.string())
+            keys = [
+                table.filter(pc.is_in(table.column("uid"), value_set=wanted))
+                for table in self.spool.select(["uid", "ingest_timestamp", SEQUENCE_COLUMN])
+            ]
+            self._superseded = superseded(pa.concat_tables(keys)) if keys else np.zeros(0, np.int64)
+            self._seen.close()
+        return self._superseded
+
+    def _kept_order(self, table: pa.Table) -> pa.Array:
+        """The rows of one day's table to write, in order: superseded versions out, then
+        :func:`deduplicated_order`.
+        """
+        gone = self._superseded_rows()
+        if gone is None or not len(gone):
+            return deduplicated_order(table, self.time_column)
+        sequence = np.asarray(table.column(SEQUENCE_COLUMN).combine_chunks(), dtype=np.int64)
+        keep = np.flatnonzero(~np.isin(sequence, gone, assume_unique=False))
+        keys = table.select(list(dict.fromkeys(["uid", "ingest_timestamp", self.time_column, SEQUENCE_COLUMN])))
+        if len(keep) == table.num_rows:
+            return deduplicated_order(keys, self.time_column)
+        order = np.asarray(deduplicated_order(keys.take(pa.array(keep)), self.time_column), dtype=np.int64)
+        return pa.array(keep[order], type=pa.uint64())
 
     def days(self) -> Iterator[tuple[date, pa.Table]]:
         """Each day holding records, in order, with its rows deduplicated and sorted (helper
         columns dropped).
         """
         for day in self.spool.days():
-            table, dropped = deduplicate(self.spool.read_day(day), self.time_column)
+            table = self.spool.read_day(day)
+            if self._superseded_rows() is None:
+                table, dropped = deduplicate(table, self.time_column)
+            else:
+                order = self._kept_order(table)
+                dropped = table.num_rows - len(order)
+                table = table.take(order)
             self.counts.duplicates += dropped
             yield date.fromordinal(_EPOCH_DAY.toordinal() + day), table.drop_columns([DAY_COLUMN, SEQUENCE_COLUMN])
 
@@ -230,11 +348,14 @@ class RawExportBuffer:
         """Like :meth:`days`, with each day's rows as record batches of at most ``chunk_rows``,
         materialized one at a time from the memory-mapped spool: memory holds the day's key
         columns and one batch, not the whole day. Consume each day's batches before the next day.
+        A day whose every row was superseded by a later version in another day is left out.
         """
         for day in self.spool.days():
             table = self.spool.read_day(day)
-            order = deduplicated_order(table, self.time_column)
+            order = self._kept_order(table)
             self.counts.duplicates += table.num_rows - len(order)
+            if not len(order):
+                continue
             yield date.fromordinal(_EPOCH_DAY.toordinal() + day), self._chunks(table, order, chunk_rows)
             del table
 
@@ -246,8 +367,10 @@ class RawExportBuffer:
             yield from chunk.combine_chunks().to_batches()
 
     def close(self) -> None:
-        """Release buffers and memory maps."""
+        """Release buffers, memory maps and the seen-keys file."""
         self.spool.close()
+        if self._seen is not None:
+            self._seen.close()
 
 
 __all__ = [

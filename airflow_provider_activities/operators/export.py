@@ -35,7 +35,6 @@ from airflow_provider_activities.api.export import (
 )
 from airflow_provider_activities.api.validation import check_seconds, datetime_to_ms, parse_moment
 from airflow_provider_activities.compat import AirflowFailException, BaseOperator, conf
-from airflow_provider_activities.export.files import iter_export_batches
 from airflow_provider_activities.export.jobs import ExportJobs, wait_is_over
 from airflow_provider_activities.export.spool import RawExportBuffer
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook
@@ -94,13 +93,19 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
     With an ``activity_type`` other than ``"all"`` the dataset directory gets the type as a
     suffix (``raw_activities_email``), so runs of different types never replace each other's data.
 
-    Records are bounded to the requested days on the client and de-duplicated by ``uid`` within
-    each day partition (the latest ``ingest_timestamp`` wins); rows are ordered by the day's
-    time field then ``uid``, so a rerun over unchanged data writes byte-identical files. The
-    nested schema is :data:`~airflow_provider_activities.records.schemas.RAW_ACTIVITY_SCHEMA`; fields it
-    does not know go to ``_extra``. Conversion streams through a local spool on disk, so memory
-    does not grow with the size of the export; the worker needs local disk (``TMPDIR``) for one
-    downloaded file at a time and for the spool, about the uncompressed size of the export.
+    Records are bounded to the requested days on the client and de-duplicated by ``uid`` (the
+    latest ``ingest_timestamp`` wins, then the later record): a snapshot keeps one version of each
+    activity in the whole run, in the day of that version (an activity whose timestamp moved
+    leaves the earlier day); a delta keeps one per day (an activity processed on two days is in
+    both). Rows are ordered by the day's time field then ``uid``, so a rerun over unchanged data
+    writes byte-identical files. The nested schema is
+    :data:`~airflow_provider_activities.records.schemas.RAW_ACTIVITY_SCHEMA`; fields it does not
+    know go to ``_extra``. Files are read with Arrow's JSON reader where that gives exactly the
+    record-by-record Python conversion's values (the connection extra ``arrow_parsing``; see
+    :mod:`airflow_provider_activities.export.lines`), and the rows go through a local spool on
+    disk, so memory does not grow with the size of the export; the worker needs local disk
+    (``TMPDIR``) for one downloaded file at a time and for the spool, about the uncompressed Arrow
+    size of the export.
     Publishing, manifests, ``_SUCCESS``, idempotency and Assets follow the same rules as the extract
     operators: the run owns every day partition of its range and replaces them whole (a day
     without records gets a zero-row file).
@@ -382,14 +387,30 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
         # nested export rows are a few KiB each: smaller row groups keep the writer's buffer small
         sizes = {"row_group_size": EXPORT_ROW_GROUP_SIZE, "max_buffered_rows": EXPORT_ROW_GROUP_SIZE}
         with tempfile.TemporaryDirectory(prefix="peopleai-export-") as local:
-            buffer = RawExportBuffer(local, self.time_column, datetime_to_ms(start), datetime_to_ms(end), schema=self.schema)
+            buffer = RawExportBuffer(
+                local,
+                self.time_column,
+                datetime_to_ms(start),
+                datetime_to_ms(end),
+                schema=self.schema,
+                across_days=self.export_type == "snapshot",
+                arrow=hook.config.arrow_parsing,
+            )
             try:
                 with output.staged_writer(staging, schema_in_files, **sizes) as writer:
                     for number, (_spec, job) in enumerate(jobs.completed_jobs()):
                         found = hook.download_export(job.job_id, os.path.join(local, f"job-{number:03d}.jsonl"))
-                        for records in iter_export_batches(found.path):
-                            buffer.add(records)
+                        converting = time.monotonic()
+                        received, by_arrow = buffer.counts.received, buffer.counts.arrow
+                        buffer.add_file(found.path)
                         os.remove(found.path)
+                        self.log.info(
+                            "People.ai export job %s: %d records converted in %.1f s (%d read by Arrow, the others in Python).",
+                            job.job_id,
+                            buffer.counts.received - received,
+                            time.monotonic() - converting,
+                            buffer.counts.arrow - by_arrow,
+                        )
                     for day, batches in buffer.day_batches():
                         partition = f"{self.date_key}={day.isoformat()}"
                         for batch in batches:

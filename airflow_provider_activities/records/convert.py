@@ -10,7 +10,9 @@ path; the others are normalised value by value (ISO-8601 strings and datetimes t
 milliseconds, integral floats to ints) and a value that does not fit raises
 :class:`SchemaMismatchError`.
 
-:class:`RawRecordConverter` does the same for the nested records of the bulk export.
+:class:`RawRecordConverter` does the same for the nested records of the bulk export, with the
+same value rules at every depth (one set for every record kind: the export keeps no copy of its
+own), record by record; unknown keys at any depth go to ``_extra`` by path.
 """
 
 from __future__ import annotations
@@ -25,13 +27,12 @@ from typing import Any
 import pyarrow as pa
 
 from airflow_provider_activities.api.validation import to_epoch_ms
-from airflow_provider_activities.records.schemas import EXTRA_FIELD, RAW_ACTIVITY_SCHEMA, TIMESTAMP
+from airflow_provider_activities.records.schemas import EXTRA_FIELD, RAW_ACTIVITY_SCHEMA
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _REPR_LIMIT = 200
 _NONE = type(None)
-
 
 
 class SchemaMismatchError(ValueError):
@@ -128,6 +129,37 @@ def _to_timestamp(value: Any) -> int | None:
     return moment
 
 
+_DAY_MS = 86_400_000
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+def _to_date(value: Any) -> date | None:
+    """A day: ``YYYY-MM-DD``, a ``date``, or the UTC day of a timestamp (ISO-8601 string,
+    epoch-ms int, ``datetime``; naive means UTC).
+    """
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).date() if value.tzinfo else value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) == 10:
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                pass
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:  # an ISO datetime or epoch ms: its UTC day
+            ms = to_epoch_ms(value)
+        except ValueError:
+            ms = None
+        if ms is not None:
+            return date.fromordinal(_EPOCH_DAY.toordinal() + ms // _DAY_MS)
+    raise _Unfit("expected a day as YYYY-MM-DD")
+
+
 def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], list[Any] | None]:
     def normalise(value: Any) -> list[Any] | None:
         if value is None:
@@ -164,6 +196,8 @@ def _scalar_rule(type_: pa.DataType) -> tuple[frozenset[type], Callable[[Any], A
         return frozenset({str, _NONE}), _to_str
     if pa.types.is_timestamp(type_):
         return frozenset({int, _NONE}), _to_timestamp
+    if pa.types.is_date32(type_):
+        return frozenset({date, _NONE}), _to_date
     return None
 
 
@@ -284,14 +318,13 @@ class RecordConverter:
                 extra[index] = _EXTRA_ENCODER.encode({name: record[name] for name in names})
         return extra
 
+
 # -- nested records of the bulk export ----------------------------------------------------------
 
-_DAY_MS = 86_400_000
-_EPOCH_DAY = date(1970, 1, 1)
-_RAW_EXTRA_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
+class _PathUnfit(Exception):
+    """A value of a nested record that does not fit, with where it is (``participants[1].time_spent``)."""
 
-class _RawUnfit(Exception):
     def __init__(self, path: str, value: Any, type_: pa.DataType, reason: str) -> None:
         super().__init__(reason)
         self.path, self.value, self.type, self.reason = path, value, type_, reason
@@ -302,110 +335,43 @@ Normaliser = Callable[[Any, str, dict[str, Any]], Any]
 to ``unknown`` by path."""
 
 
-def _timestamp(value: Any, path: str, unknown: dict[str, Any]) -> Any:
-    """Epoch ms: an int is taken as epoch ms (as the other operators do), anything else goes
-    through :func:`~airflow_provider_activities.api.validation.to_epoch_ms` (ISO-8601, ...).
+def _nested_rule(type_: pa.DataType) -> Normaliser:
+    """The normaliser of one Arrow type of a nested schema: the scalar rules above at the leaves,
+    lists and structs around them (recursively).
     """
-    if value is None or type(value) is int:
-        return value
-    if isinstance(value, bool):
-        raise _RawUnfit(path, value, TIMESTAMP, "expected a timestamp, got a boolean")
-    try:
-        return to_epoch_ms(value)
-    except ValueError as err:
-        raise _RawUnfit(path, value, TIMESTAMP, str(err)) from None
+    scalar = _scalar_rule(type_)
+    if scalar is not None:
+        rule = scalar[1]
 
-
-def _date(value: Any, path: str, unknown: dict[str, Any]) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).date() if value.tzinfo else value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if len(text) == 10:
+        def leaf(value: Any, path: str, unknown: dict[str, Any]) -> Any:
+            if value is None:
+                return None
             try:
-                return date.fromisoformat(text)
-            except ValueError:
-                pass
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        try:  # an ISO datetime or epoch ms: its UTC day
-            ms = to_epoch_ms(value)
-        except ValueError:
-            ms = None
-        if ms is not None:
-            return date.fromordinal(_EPOCH_DAY.toordinal() + ms // _DAY_MS)
-    raise _RawUnfit(path, value, pa.date32(), "expected a day as YYYY-MM-DD")
+                return rule(value)
+            except _Unfit as unfit:
+                raise _PathUnfit(path, value, type_, str(unfit)) from None
 
-
-def _int(value: Any, path: str, unknown: dict[str, Any]) -> Any:
-    if value is None:
-        return None
-    if type(value) is float and value.is_integer():
-        value = int(value)
-    if type(value) is not int:
-        raise _RawUnfit(path, value, pa.int64(), f"expected an integer, got {type(value).__name__}")
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        raise _RawUnfit(path, value, pa.int64(), "outside the int64 range")
-    return value
-
-
-def _float(value: Any, path: str, unknown: dict[str, Any]) -> Any:
-    if value is None or type(value) is float:
-        return value
-    if type(value) is int:
-        return float(value)
-    raise _RawUnfit(path, value, pa.float64(), f"expected a number, got {type(value).__name__}")
-
-
-def _bool(value: Any, path: str, unknown: dict[str, Any]) -> Any:
-    if value is None or type(value) is bool:
-        return value
-    raise _RawUnfit(path, value, pa.bool_(), f"expected true, false or null, got {type(value).__name__}")
-
-
-def _str(value: Any, path: str, unknown: dict[str, Any]) -> Any:
-    if value is None or type(value) is str:
-        return value
-    raise _RawUnfit(path, value, pa.string(), f"expected a string, got {type(value).__name__}")
-
-
-def _compile(type_: pa.DataType) -> Normaliser:
-    """The normaliser of one Arrow type (recursively for lists and structs)."""
-    if pa.types.is_timestamp(type_):
-        return _timestamp
-    if pa.types.is_date32(type_):
-        return _date
-    if pa.types.is_int64(type_):
-        return _int
-    if pa.types.is_float64(type_):
-        return _float
-    if pa.types.is_boolean(type_):
-        return _bool
-    if pa.types.is_string(type_):
-        return _str
+        return leaf
     if pa.types.is_list(type_) or pa.types.is_large_list(type_):
-        item = _compile(type_.value_type)
+        item = _nested_rule(type_.value_type)
 
         def as_list(value: Any, path: str, unknown: dict[str, Any]) -> Any:
             if value is None:
                 return None
-            if not isinstance(value, list):
-                raise _RawUnfit(path, value, type_, f"expected a list, got {type(value).__name__}")
+            if not isinstance(value, (list, tuple)):
+                raise _PathUnfit(path, value, type_, f"expected a list, got {type(value).__name__}")
             return [item(element, f"{path}[{index}]", unknown) for index, element in enumerate(value)]
 
         return as_list
     if pa.types.is_struct(type_):
-        children = [(type_.field(i).name, _compile(type_.field(i).type)) for i in range(type_.num_fields)]
+        children = [(type_.field(i).name, _nested_rule(type_.field(i).type)) for i in range(type_.num_fields)]
         known = frozenset(name for name, _ in children)
 
         def as_struct(value: Any, path: str, unknown: dict[str, Any]) -> Any:
             if value is None:
                 return None
             if not isinstance(value, dict):
-                raise _RawUnfit(path, value, type_, f"expected an object, got {type(value).__name__}")
+                raise _PathUnfit(path, value, type_, f"expected an object, got {type(value).__name__}")
             out = {name: child(value.get(name), f"{path}.{name}", unknown) for name, child in children}
             if not value.keys() <= known:
                 for name in value.keys() - known:
@@ -416,8 +382,22 @@ def _compile(type_: pa.DataType) -> Normaliser:
     raise TypeError(f"no conversion for the Arrow type {type_}")
 
 
+def encode_extra(unknown: dict[str, Any]) -> str:
+    """The ``_extra`` text of a record's unknown fields: compact JSON, keys sorted, non-ASCII kept.
+
+    :param unknown: the unknown fields by name (nested ones by path, ``crm_status.new_key``).
+    """
+    return _EXTRA_ENCODER.encode(unknown)
+
+
 class RawRecordConverter:
     """Converts lists of export records into ``pa.RecordBatch`` of a nested schema.
+
+    Values follow the rules of :class:`RecordConverter` (one set for every record kind), applied at
+    every depth: timestamps as epoch ms or ISO-8601 with ``Z`` or an offset, days as ``YYYY-MM-DD``,
+    integral floats as integers, booleans as ``true``/``false`` only; lists and objects where the
+    schema has lists and structs. Keys the schema does not know, at any depth, go to ``_extra`` by
+    path (see :func:`encode_extra`).
 
     :param schema: the record schema, :data:`~airflow_provider_activities.records.schemas.RAW_ACTIVITY_SCHEMA`
         by default; its last field ``_extra`` (when present) receives the unknown fields.
@@ -429,7 +409,7 @@ class RawRecordConverter:
         self.id_field = id_field
         self.unknown_fields: set[str] = set()
         """Unknown field names seen so far (nested ones by path, list indexes as ``[]``)."""
-        self._columns = [(f.name, f.type, _compile(f.type)) for f in schema if f.name != EXTRA_FIELD]
+        self._columns = [(f.name, f.type, _nested_rule(f.type)) for f in schema if f.name != EXTRA_FIELD]
         self._known = frozenset(name for name, _, _ in self._columns)
         self._has_extra = EXTRA_FIELD in schema.names
 
@@ -447,7 +427,7 @@ class RawRecordConverter:
             try:
                 for values, (name, _type, normalise) in zip(columns, self._columns, strict=True):
                     values.append(normalise(record.get(name), name, unknown))
-            except _RawUnfit as unfit:
+            except _PathUnfit as unfit:
                 raise SchemaMismatchError(
                     unfit.path, record.get(self.id_field), unfit.value, unfit.type, unfit.reason, id_field=self.id_field
                 ) from None
@@ -456,7 +436,7 @@ class RawRecordConverter:
                     unknown[name] = record[name]
             if unknown:
                 self.unknown_fields.update(_without_indexes(path) for path in unknown)
-                extras.append(_RAW_EXTRA_ENCODER.encode(unknown) if self._has_extra else None)
+                extras.append(encode_extra(unknown) if self._has_extra else None)
             else:
                 extras.append(None)
         arrays = [pa.array(values, type=type_) for values, (_name, type_, _n) in zip(columns, self._columns, strict=True)]

@@ -431,9 +431,12 @@ __all__ = [
     "SeenKeys",
     "batch_hashes",
     "combine",
+    "deduplicate",
+    "deduplicated_order",
     "integer_hashes",
     "python_hashes",
     "string_hashes",
+    "superseded",
 ]
 
 
@@ -443,6 +446,25 @@ __all__ = [
 
 SEQUENCE_COLUMN = "_seq"
 """The default arrival-order column: a row's position in the export files."""
+
+
+def _latest_rows(keys: pa.Table, id_column: str, sequence_column: str) -> pa.Array:
+    """The indices of the latest row of each identity (greatest ``ingest_timestamp``, nulls
+    lowest, then greatest ``sequence_column``), in identity order; every row without an identity.
+    """
+    rows = keys.num_rows
+    order = pc.sort_indices(
+        keys,
+        sort_keys=[
+            (id_column, "ascending", "at_start"),
+            ("ingest_timestamp", "ascending", "at_start"),
+            (sequence_column, "ascending", "at_start"),
+        ],
+    )
+    ids = keys.column(id_column).take(order)
+    later_differs = pc.fill_null(pc.not_equal(ids.slice(0, rows - 1), ids.slice(1)), True)
+    last_of_id = pa.concat_arrays([*later_differs.chunks, pa.array([True])])
+    return pc.filter(order, last_of_id)
 
 
 def deduplicated_order(
@@ -457,18 +479,7 @@ def deduplicated_order(
     if rows < 2:
         return pa.array(range(rows), type=pa.uint64())
     keys = table.select(list(dict.fromkeys([id_column, "ingest_timestamp", time_column, sequence_column])))
-    order = pc.sort_indices(
-        keys,
-        sort_keys=[
-            (id_column, "ascending", "at_start"),
-            ("ingest_timestamp", "ascending", "at_start"),
-            (sequence_column, "ascending", "at_start"),
-        ],
-    )
-    ids = keys.column(id_column).take(order)
-    later_differs = pc.fill_null(pc.not_equal(ids.slice(0, rows - 1), ids.slice(1)), True)
-    last_of_id = pa.concat_arrays([*later_differs.chunks, pa.array([True])])
-    kept = pc.filter(order, last_of_id)
+    kept = _latest_rows(keys, id_column, sequence_column)
     kept_keys = keys.take(kept)
     final = pc.sort_indices(
         kept_keys,
@@ -479,6 +490,24 @@ def deduplicated_order(
         ],
     )
     return kept.take(final)
+
+
+def superseded(keys: pa.Table, id_column: str = "uid", sequence_column: str = SEQUENCE_COLUMN) -> np.ndarray:
+    """The sequence numbers of the rows that are not the latest version of their identity, sorted.
+
+    The latest version is the one :func:`deduplicate` keeps: the greatest ``ingest_timestamp``
+    (nulls lowest), then the greatest ``sequence_column``. Rows without an identity are never
+    superseded.
+
+    :param keys: the columns ``id_column``, ``ingest_timestamp`` and ``sequence_column`` of every
+        version of some identities (a run's repeated ones, across all its days).
+    """
+    if keys.num_rows < 2:
+        return np.zeros(0, dtype=np.int64)
+    kept = np.zeros(keys.num_rows, dtype=bool)
+    kept[np.asarray(_latest_rows(keys, id_column, sequence_column), dtype=np.int64)] = True
+    sequence = np.asarray(keys.column(sequence_column).combine_chunks(), dtype=np.int64)
+    return np.sort(sequence[~kept])
 
 
 def deduplicate(

@@ -1,0 +1,74 @@
+"""Export contender 1, this provider: ``PeopleAIExportActivitiesToParquetOperator.execute`` for a snapshot.
+
+The operator's own code path, end to end: connection lookup, hook, job submission, polling
+(``deferrable=False``, ``poll_interval`` 0.01 s; the benchmark's sandbox completes a job at its
+first poll), the download of the job's file (following the redirect), conversion, per-day
+spool, de-duplication across the run, partitioned Parquet, publish with manifests. Only the
+Airflow task runner around it is left out (``execute`` gets ``{"run_id": "bench"}``).
+
+After its clock stopped, it reads its partitions back and reports each one's digest
+(:func:`~benchmarks.contenders.export_common.partition_digest`) when the spec asks for a check.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+
+from benchmarks.contenders.common import Clock, emit, without_pandas
+from benchmarks.contenders.export_common import ExportSpec, partition_digest
+
+POLL_INTERVAL = 0.01
+
+
+def main() -> None:
+    spec = ExportSpec.from_argv()
+    without_pandas()
+    os.environ["AIRFLOW_CONN_PEOPLEAI_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "peopleai",
+            "host": spec.base_url,
+            "login": spec.client_id,
+            "password": spec.client_secret,
+            "extra": {"requests_per_second": 10_000.0},
+        }
+    )
+    import pyarrow.parquet as pq
+
+    from airflow_provider_activities.compat import ObjectStoragePath, mask_secret
+    from airflow_provider_activities.operators.export import PeopleAIExportActivitiesToParquetOperator
+
+    logging.getLogger("airflow").setLevel(logging.WARNING)
+    # What Airflow's task runner has done before any operator runs (see the extract provider contender).
+    mask_secret("peopleai-bench-warm-up")
+    ObjectStoragePath(f"file://{spec.out_dir}").fs  # noqa: B018 - loads the filesystem registry
+    lake = os.path.join(spec.out_dir, "lake")
+    clock = Clock()
+    clock.start()
+    operator = PeopleAIExportActivitiesToParquetOperator(
+        task_id="bench",
+        output_path=f"file://{lake}",
+        export_type="snapshot",
+        start=spec.interval[0],
+        end=spec.interval[1],
+        deferrable=False,
+        poll_interval=POLL_INTERVAL,
+    )
+    summary = operator.execute({"run_id": "bench"})
+    clock.stop()
+    extra = {"partitions": len(summary["partitions"]), "duplicates_dropped": summary["duplicates_dropped"]}
+    if spec.check:
+        found = {}
+        for directory in sorted(glob.glob(os.path.join(lake, "raw_activities", "activity_date=*"))):
+            paths = sorted(glob.glob(os.path.join(directory, "*.parquet")))
+            rows = [row for path in paths for row in pq.read_table(path).to_pylist()]
+            found[os.path.basename(directory)] = partition_digest(rows)
+        extra["exact"] = found == spec.check
+        extra["partitions_checked"] = len(spec.check)
+    emit(clock, summary["rows"], **extra)
+
+
+if __name__ == "__main__":
+    main()
