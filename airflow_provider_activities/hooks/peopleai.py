@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import requests
@@ -67,7 +68,7 @@ from airflow_provider_activities.api.queries import (
     participants_query,
 )
 from airflow_provider_activities.api.validation import ms_to_datetime
-from airflow_provider_activities.compat import BaseHook, mask_secret
+from airflow_provider_activities.compat import BaseHook, connection_form_widgets, mask_secret, ui_field_behaviour
 from airflow_provider_activities.export.files import ExportFile, ExportFileSink, iter_export_lines
 from airflow_provider_activities.hooks._common import client_config, redis_budget
 from airflow_provider_activities.hooks._session import Session, body_chunks, read_capped, without_query
@@ -114,8 +115,17 @@ class PeopleAIHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Connection form behaviour (also declared in ``get_provider_info()``)."""
-        return get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+        """Connection form behaviour for Airflow 2.11, 3.0 and 3.1, from the ``ui-field-behaviour``
+        of ``get_provider_info()`` (which Airflow 3.2 and later read instead).
+        """
+        return ui_field_behaviour(get_provider_info()["connection-types"][0]["ui-field-behaviour"])
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Connection form extra fields for Airflow 2.11, 3.0 and 3.1, from the ``conn-fields`` of
+        ``get_provider_info()`` (which Airflow 3.2 and later read instead).
+        """
+        return connection_form_widgets(get_provider_info()["connection-types"][0]["conn-fields"])
 
     # -- settings and transport -------------------------------------------------------------
 
@@ -232,11 +242,15 @@ class PeopleAIHook(BaseHook):
         answer then has an empty body), read other answers whole (errors and redirects are small).
         """
         session = self.get_conn()
+        url = request.url(self.config)
+        query = urlsplit(url).query
+        if request.absolute_url and query:
+            mask_secret(query)  # a pre-signed URL's query is a credential: masked wherever Airflow logs it
         with self._in_flight:
             try:
                 with session.request(
                     request.method,
-                    request.url(self.config),
+                    url,
                     params=request.params or None,
                     headers=request.headers(),
                     timeout=self.config.timeout,

@@ -39,7 +39,7 @@ from airflow_provider_activities.api.policy import (
 from airflow_provider_activities.api.protocol import ApiRequest, parse_page
 from airflow_provider_activities.api.queries import DistinctRecords, IngestCount, ingested_query, latest_ingested_ms
 from airflow_provider_activities.api.validation import ms_to_datetime
-from airflow_provider_activities.compat import BaseHook, mask_secret
+from airflow_provider_activities.compat import BaseHook, get_async_connection, mask_secret
 from airflow_provider_activities.hooks._common import client_config, redis_budget
 
 if TYPE_CHECKING:
@@ -74,8 +74,8 @@ class PeopleAIAsyncHook(BaseHook):
     """Async client of the People.ai (Backstory) Activity API, for triggers.
 
     It reads the same ``peopleai`` connection as :class:`~airflow_provider_activities.hooks.peopleai.PeopleAIHook`
-    (with :meth:`aget_connection`, the Task SDK's async connection API that works in the
-    triggerer), registers the API secret and every access token with Airflow's secrets masker,
+    (with :func:`~airflow_provider_activities.compat.get_async_connection`, which works in the
+    triggerer of every supported Airflow), registers the API secret and every access token with Airflow's secrets masker,
     and applies the same auth, rate limit (``requests_per_second``), concurrency cap
     (``max_concurrency``), retries and backoff, and the same budget shared through Redis when the
     connection sets ``rate_limit_redis_conn_id``.
@@ -134,7 +134,7 @@ class PeopleAIAsyncHook(BaseHook):
         return self._config
 
     async def _read_config(self) -> ClientConfig:
-        connection = await self.aget_connection(self.peopleai_conn_id)
+        connection = await get_async_connection(self, self.peopleai_conn_id)
         config = client_config(self.peopleai_conn_id, connection, self.log)
         self._policy = RetryPolicy.from_config(config)
         self._limiter = shared_rate_limiter(config.base_url, config.client_id, config.requests_per_second)
@@ -142,7 +142,7 @@ class PeopleAIAsyncHook(BaseHook):
         if config.rate_limit_redis_conn_id is not None:
             from airflow_provider_activities.hooks._shared_budget import POLL_SECONDS
 
-            self._shared = redis_budget(config, await self.aget_connection(config.rate_limit_redis_conn_id))
+            self._shared = redis_budget(config, await get_async_connection(self, config.rate_limit_redis_conn_id))
             self._poll_seconds = POLL_SECONDS  # each look is a Redis call
         self._in_flight = asyncio.Semaphore(config.max_concurrency)
         return config

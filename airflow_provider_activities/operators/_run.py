@@ -23,7 +23,7 @@ import pyarrow as pa
 from airflow_provider_activities import __version__
 from airflow_provider_activities.api.config import ClientConfig
 from airflow_provider_activities.api.validation import is_template
-from airflow_provider_activities.compat import Asset, AssetAlias, BaseHook, ObjectStoragePath
+from airflow_provider_activities.compat import Asset, AssetAlias, BaseHook, ObjectStoragePath, alias_event_extra
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook
 from airflow_provider_activities.lineage import OutputStatistics, run_lineage
 from airflow_provider_activities.storage.publish import discard_staging, new_staging_root, publish
@@ -296,4 +296,4 @@ class ParquetOutput:
             if isinstance(outlet, Asset) and outlet.uri == asset.uri:
                 events[outlet].extra.update(extra)
             elif isinstance(outlet, AssetAlias) and outlet.name == alias.name:
-                events[outlet].add(asset, extra=extra)
+                events[outlet].add(asset, extra=alias_event_extra(extra))
