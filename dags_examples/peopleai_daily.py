@@ -47,7 +47,10 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG
+try:  # Airflow 3
+    from airflow.sdk import DAG
+except ImportError:  # Airflow 2.11
+    from airflow import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_activities.operators.peopleai import (

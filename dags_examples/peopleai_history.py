@@ -40,7 +40,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG, Param
+try:  # Airflow 3
+    from airflow.sdk import DAG, Param
+except ImportError:  # Airflow 2.11
+    from airflow import DAG
+    from airflow.models.param import Param
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_activities.operators.peopleai import PeopleAIExportActivitiesToParquetOperator

@@ -150,3 +150,12 @@ __all__ = [
     "task",
     "xcom_value",
 ]
+
+
+def redact(text: str) -> str:
+    """``text`` as Airflow's secrets masker shows it (its module moved in Airflow 3)."""
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk.log import _secrets_masker
+    else:
+        from airflow.utils.log.secrets_masker import _secrets_masker
+    return str(_secrets_masker().redact(text))

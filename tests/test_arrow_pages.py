@@ -38,7 +38,6 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from airflow.sdk.bases.operator import ExecutorSafeguard
 
 import airflow_provider_activities.hooks._streams as streams_module
 import airflow_provider_activities.hooks.peopleai as hook_module
@@ -62,6 +61,7 @@ from airflow_provider_activities.records.filters import RecordFilter
 from airflow_provider_activities.records.schemas import ACTIVITY_SCHEMA, EXTRA_FIELD, PARTICIPANT_SCHEMA
 from airflow_provider_activities.storage.writer import PartitionedParquetWriter
 from airflow_provider_activities.testing.sandbox import Sandbox
+from tests.airflow_compat import ExecutorSafeguard
 from tests.test_operators import (  # noqa: F401 - _execute_outside_the_task_runner is an autouse fixture
     DAY,
     SECRET,

@@ -11,6 +11,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from airflow_provider_activities.testing.sandbox import Sandbox
+from tests.airflow_compat import dag_test
 from tests.dag_fixtures import airflow_db  # noqa: F401
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "dags_examples"
@@ -22,7 +23,7 @@ def example_files() -> list[Path]:
 
 
 def test_every_example_loads() -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.airflow_compat import DagBag
 
     bag = DagBag(dag_folder=str(EXAMPLES))
     assert not bag.import_errors, bag.import_errors
@@ -50,14 +51,14 @@ def test_daily_example_runs_end_to_end(
     sandbox: Sandbox, airflow_home: Path, airflow_db: Path, tmp_path: Path
 ) -> None:
     """peopleai_daily for one day, as shipped (deferrable sensor, 5 requests/s enforced)."""
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.airflow_compat import DagBag
 
     target = airflow_home / "dags" / "peopleai_daily.py"
     shutil.copyfile(EXAMPLES / "peopleai_daily.py", target)
     bag = DagBag(dag_folder=str(target))
     assert not bag.import_errors, bag.import_errors
     day = START + timedelta(days=2)
-    run = bag.dags["peopleai_daily"].test(logical_date=day)
+    run = dag_test(bag.dags["peopleai_daily"], day)
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert set(states.values()) == {"success"}, states
     interval = (day - timedelta(days=1), day)
@@ -77,8 +78,7 @@ def test_history_examples_lay_down_a_snapshot_then_a_daily_delta(
     """peopleai_history_snapshot for three days (from the run's conf), then peopleai_delta_daily
     for one day, as shipped (deferrable, 5 requests/s enforced); each output exactly the sandbox's.
     """
-    from airflow.dag_processing.dagbag import DagBag
-
+    from tests.airflow_compat import DagBag
     from tests.test_operators_export import expected_rows, written_rows
 
     target = airflow_home / "dags" / "peopleai_history.py"
@@ -87,8 +87,8 @@ def test_history_examples_lay_down_a_snapshot_then_a_daily_delta(
     assert not bag.import_errors, bag.import_errors
     sandbox.export.settings.polls = 0  # jobs end at their first poll: the examples' poll intervals are minutes
 
-    run = bag.dags["peopleai_history_snapshot"].test(
-        logical_date=START + timedelta(days=10), run_conf={"start": "2026-11-01", "end": "2026-11-04"}
+    run = dag_test(
+        bag.dags["peopleai_history_snapshot"], START + timedelta(days=10), run_conf={"start": "2026-11-01", "end": "2026-11-04"}
     )
     assert {ti.task_id: str(ti.state) for ti in run.get_task_instances()} == {"export_snapshot": "success"}
     snapshot = written_rows(tmp_path / "lake", "raw_activities")
@@ -96,7 +96,7 @@ def test_history_examples_lay_down_a_snapshot_then_a_daily_delta(
     assert len(snapshot) == 3 and all(snapshot.values())
 
     day = START + timedelta(days=2)
-    run = bag.dags["peopleai_delta_daily"].test(logical_date=day)
+    run = dag_test(bag.dags["peopleai_delta_daily"], day)
     assert {ti.task_id: str(ti.state) for ti in run.get_task_instances()} == {"export_delta": "success"}
     delta = written_rows(tmp_path / "lake", "raw_activities_delta")
     assert delta == expected_rows(sandbox, (day - timedelta(days=1)).date(), (day - timedelta(days=1)).date(), "delta")

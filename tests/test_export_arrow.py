@@ -26,7 +26,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from airflow.sdk.bases.operator import ExecutorSafeguard
 
 from airflow_provider_activities.compat import ObjectStoragePath
 from airflow_provider_activities.export.files import ExportBlock, ExportFileError
@@ -37,6 +36,7 @@ from airflow_provider_activities.records.convert import RawRecordConverter, Sche
 from airflow_provider_activities.records.schemas import RAW_ACTIVITY_PER_RECORD_FIELDS, RAW_ACTIVITY_SCHEMA
 from airflow_provider_activities.storage.writer import PartitionedParquetWriter
 from airflow_provider_activities.testing.sandbox import Sandbox
+from tests.airflow_compat import ExecutorSafeguard
 
 UTC = timezone.utc
 START = datetime(2026, 11, 1, tzinfo=UTC)

@@ -46,13 +46,13 @@ FULL = os.environ.get("PEOPLEAI_FULL_LOAD") == "1"
 _CHILD = r"""
 import json, sys
 from datetime import datetime
-from airflow.dag_processing.dagbag import DagBag
+from tests.airflow_compat import DagBag, dag_test
 
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
 dag = bag.dags["peopleai_daily"]
 for iso in sys.argv[2:]:
-    run = dag.test(logical_date=datetime.fromisoformat(iso))
+    run = dag_test(dag, datetime.fromisoformat(iso))
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     print("RUN " + json.dumps({"logical_date": iso, "state": str(run.state), "tasks": states}), flush=True)
 """

@@ -51,7 +51,7 @@ KB_PER_ACTIVITY = 0.25
 
 _CHILD = r"""
 import functools, json, logging, sys, time
-from airflow.sdk.bases.operator import ExecutorSafeguard
+from tests.airflow_compat import ExecutorSafeguard
 ExecutorSafeguard.test_mode = True
 import airflow_provider_activities.api.pagination as pagination_module
 import airflow_provider_activities.operators._run as operator_module

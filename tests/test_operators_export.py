@@ -23,8 +23,6 @@ from typing import Any
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from airflow.sdk.bases.operator import ExecutorSafeguard
-from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_activities.api.errors import PeopleAIError
 from airflow_provider_activities.export.spool import RawRecordConverter
@@ -33,6 +31,7 @@ from airflow_provider_activities.records.schemas import RAW_ACTIVITY_SCHEMA
 from airflow_provider_activities.storage.publish import MANIFEST_NAME, SUCCESS_NAME
 from airflow_provider_activities.testing.sandbox import Sandbox
 from airflow_provider_activities.triggers.peopleai import PeopleAIExportJobTrigger
+from tests.airflow_compat import ExecutorSafeguard, TaskDeferred
 
 UTC = timezone.utc
 START = datetime(2026, 11, 1, tzinfo=UTC)

@@ -101,7 +101,7 @@ def test_records_inserted_while_paging_are_neither_lost_nor_duplicated(api: Sand
 _WORKER = """
 import sys
 from datetime import datetime, timedelta, timezone
-from airflow.sdk.bases.operator import ExecutorSafeguard
+from tests.airflow_compat import ExecutorSafeguard
 ExecutorSafeguard.test_mode = True
 from airflow_provider_activities.operators.peopleai import PeopleAIActivitiesToParquetOperator
 start = datetime(2026, 11, 1, tzinfo=timezone.utc)

@@ -22,6 +22,7 @@ from airflow_provider_activities.compat import AirflowFailException, AirflowSens
 from airflow_provider_activities.sensors.peopleai import PeopleAINewActivitiesSensor
 from airflow_provider_activities.testing.sandbox import Sandbox
 from airflow_provider_activities.triggers.peopleai import PeopleAINewActivitiesTrigger
+from tests.airflow_compat import dag_test, reschedule_count, xcom_value
 from tests.dag_fixtures import airflow_db  # noqa: F401
 
 UTC = timezone.utc
@@ -215,7 +216,7 @@ class TestDeferrableMode:
         assert sensor(ingested_since=since, deferrable=True).execute({}) == truth(sandbox, since)
 
     def test_defers_then_completes_with_the_trigger_event(self, sandbox: Sandbox) -> None:
-        from airflow.sdk.exceptions import TaskDeferred
+        from tests.airflow_compat import TaskDeferred
 
         check = sensor(ingested_since=FAR.isoformat(), activity_type="meeting", deferrable=True, timeout=60, poke_interval=0.1)
         before = datetime.now(UTC)
@@ -242,7 +243,7 @@ class TestDeferrableMode:
         assert check.execute_complete({}, event) == {"count": 1, "latest_ingested_at": FAR.isoformat()}
 
     def test_timeout_event(self, sandbox: Sandbox) -> None:
-        from airflow.sdk.exceptions import TaskDeferred
+        from tests.airflow_compat import TaskDeferred
 
         check = sensor(ingested_since=FAR, deferrable=True, timeout=0.3)
         with pytest.raises(TaskDeferred) as deferred:
@@ -273,7 +274,7 @@ class TestDeferrableMode:
             sensor(ingested_since=FAR, deferrable=True, soft_fail=True).execute({})
 
     def test_backoff_and_max_wait_reach_the_trigger(self, sandbox: Sandbox) -> None:
-        from airflow.sdk.exceptions import TaskDeferred
+        from tests.airflow_compat import TaskDeferred
 
         with pytest.raises(TaskDeferred) as deferred:
             sensor(ingested_since=FAR, deferrable=True, exponential_backoff=True, max_wait=timedelta(minutes=5)).execute({})
@@ -286,7 +287,7 @@ class TestDeferrableMode:
 
 def load_dag(airflow_home: Path, dag_id: str) -> Any:
     """A DAG of ``tests/dags/sensor_gate.py``, copied into the configured dags folder and loaded from there."""
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.airflow_compat import DagBag
 
     target = airflow_home / "dags" / "sensor_gate.py"
     shutil.copyfile(DAGS / "sensor_gate.py", target)
@@ -297,33 +298,12 @@ def load_dag(airflow_home: Path, dag_id: str) -> Any:
 
 def return_value(run: Any, task_id: str) -> Any:
     """A task's XCom ``return_value`` after ``dag.test()``, from the metadata database."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.scalar(
-            select(XComModel).where(
-                XComModel.dag_id == run.dag_id,
-                XComModel.run_id == run.run_id,
-                XComModel.task_id == task_id,
-                XComModel.key == "return_value",
-            )
-        )
-        if row is None:
-            return None
-        value = XComModel.deserialize_value(row)
-    return json.loads(value) if isinstance(value, str) else value
+    return xcom_value(run, task_id)
 
 
 def reschedules(ti: Any) -> int:
     """How many times a task instance was rescheduled (``mode="reschedule"``)."""
-    from airflow.models.taskreschedule import TaskReschedule
-    from airflow.utils.session import create_session
-    from sqlalchemy import func, select
-
-    with create_session() as session:
-        return session.scalar(select(func.count()).select_from(TaskReschedule).where(TaskReschedule.ti_id == ti.id))
+    return reschedule_count(ti)
 
 
 @pytest.fixture
@@ -373,7 +353,7 @@ class TestInADag:
 
         arrival = threading.Thread(target=arrive_after_the_first_check, daemon=True)
         arrival.start()
-        run = dag.test(logical_date=self.DAY)
+        run = dag_test(dag, self.DAY)
         arrival.join(timeout=60)
 
         states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
@@ -402,7 +382,7 @@ class TestInADag:
     ) -> None:
         dag = load_dag(airflow_home, "peopleai_sensor_gate_soft_timeout")
         monkeypatch.setenv("AIRFLOW_VAR_SENSOR_TEST_MIN_COUNT", str(truth(sandbox, self.DAY)["count"] + 1))
-        run = dag.test(logical_date=self.DAY)
+        run = dag_test(dag, self.DAY)
         states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
         assert states == {"wait_for_ingestion": "skipped", "use_new_activities": "skipped"}, states
         assert [event["status"] for event in trigger_events] == ["timeout"]
@@ -417,7 +397,8 @@ class TestInADag:
     ) -> None:
         """The deferrable sensor gates the real activities extract, which then writes exactly the day."""
         import pyarrow.dataset as ds
-        from airflow.dag_processing.dagbag import DagBag
+
+        from tests.airflow_compat import DagBag
 
         target = airflow_home / "dags" / "sensor_then_extract.py"
         shutil.copyfile(DAGS / "sensor_then_extract.py", target)
@@ -425,7 +406,7 @@ class TestInADag:
         assert not bag.import_errors, bag.import_errors
         monkeypatch.setenv("AIRFLOW_VAR_SENSOR_TEST_OUTPUT", tmp_path.as_uri())
         monkeypatch.setenv("AIRFLOW_VAR_SENSOR_TEST_MIN_COUNT", str(truth(sandbox, self.DAY)["count"]))
-        run = bag.dags["peopleai_sensor_then_extract_deferrable"].test(logical_date=self.DAY)
+        run = dag_test(bag.dags["peopleai_sensor_then_extract_deferrable"], self.DAY)
         states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
         assert states == {"wait_for_ingestion": "success", "extract_activities": "success"}, states
         table = ds.dataset(tmp_path / "activities", format="parquet", partitioning="hive").to_table()

@@ -345,9 +345,8 @@ def test_a_lower_rate_takes_effect_and_expired_leases_are_freed_once(redis_serve
 
 
 def test_redis_connection_is_read_like_the_redis_provider() -> None:
-    from airflow.sdk.log import _secrets_masker
-
     from airflow_provider_activities.compat import Connection
+    from tests.airflow_compat import redact
 
     connection = Connection(
         conn_id="redis_budget", conn_type="redis", host="redis.internal", port=6380, login="worker",
@@ -357,7 +356,7 @@ def test_redis_connection_is_read_like_the_redis_provider() -> None:
     assert (settings.host, settings.port, settings.username, settings.db) == ("redis.internal", 6380, "worker", 3)
     assert settings.ssl == {"ssl": True, "ssl_cert_reqs": "none"}
     assert "a-redis-secret-pw" not in repr(settings)
-    assert _secrets_masker().redact("pw a-redis-secret-pw") == "pw ***"
+    assert redact("pw a-redis-secret-pw") == "pw ***"
     assert redis_settings(Connection(conn_id="r", conn_type="redis", password="None")).password is None
     with pytest.raises(ValueError, match="type 'redis'"):
         redis_settings(Connection(conn_id="r", conn_type="http"))

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_activities.operators.peopleai import PeopleAIExportActivitiesToParquetOperator
+from tests.airflow_compat import DAG
 
 with DAG(
     dag_id="peopleai_export_timeout_test",

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_activities.operators.peopleai import (
     PeopleAIActivitiesToParquetOperator,
     PeopleAIParticipantsToParquetOperator,
 )
+from tests.airflow_compat import DAG
 
 DAG_ID = "peopleai_extract_daily"
 OUTPUT_PATH = "{{ var.value.peopleai_output_path }}"

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import DAG
-
 from airflow_provider_activities.operators.peopleai import PeopleAIParticipantsToParquetOperator
+from tests.airflow_compat import DAG
 
 DAG_ID = "peopleai_extract_zero_width"
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import DAG
-
 from airflow_provider_activities.operators.peopleai import (
     PeopleAIActivitiesToParquetOperator,
     PeopleAIExportActivitiesToParquetOperator,
     PeopleAIParticipantsToParquetOperator,
 )
+from tests.airflow_compat import DAG
 
 START, END = "2026-11-02T00:00:00+00:00", "2026-11-03T00:00:00+00:00"
 OUTPUT = "{{ var.value.lineage_output_path }}"

@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow.sdk import DAG, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_activities.sensors.peopleai import PeopleAINewActivitiesSensor
+from tests.airflow_compat import DAG, task
 
 MIN_COUNT = "{{ var.value.get('sensor_test_min_count', 1) }}"
 

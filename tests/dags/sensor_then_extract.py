@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_provider_activities.operators.peopleai import PeopleAIActivitiesToParquetOperator
 from airflow_provider_activities.sensors.peopleai import PeopleAINewActivitiesSensor
+from tests.airflow_compat import DAG
 
 for mode, deferrable in (("deferrable", True), ("poke", False)):
     with DAG(
