@@ -14,7 +14,7 @@ name                        2.11                        3.0 and 3.1           3.
                                                         3.1: ``airflow.sdk``
 ``BaseOperator``, ...       ``airflow.models``,         ``airflow.sdk``       ``airflow.sdk``
                             ``airflow.sensors.base``
-``ObjectStoragePath``       ``airflow.io.path``         ``airflow.sdk``       ``airflow.sdk``
+``ObjectStoragePath``       ``airflow.io.path`` (¹)     ``airflow.sdk`` (¹)   ``airflow.sdk``
 ``Asset``, ``AssetAlias``   ``Dataset``,                ``airflow.sdk``       ``airflow.sdk``
                             ``DatasetAlias``
 ``Context``                 ``airflow.utils.context``   ``airflow.sdk``       ``airflow.sdk``
@@ -23,6 +23,8 @@ exceptions                  ``airflow.exceptions``      ``airflow.exceptions`` `
 ``mask_secret``             ``airflow.utils.log``       ``airflow.sdk.log``   ``airflow.sdk.log``
 ``BaseTrigger``, ...        ``airflow.triggers.base``   as 2.11               as 2.11
 ==========================  ==========================  ====================  ======================
+
+(¹) with the ``conn_id`` property Airflow 3.2 added.
 
 On 2.11, :class:`Asset` is a :class:`airflow.datasets.Dataset` that also takes the ``name`` an
 Airflow 3 ``Asset`` has (kept on the object, unknown to Airflow 2), so that one call builds the
@@ -84,9 +86,9 @@ else:
             BaseOperator,
             BaseSensorOperator,
             Connection,
-            ObjectStoragePath,
             PokeReturnValue,
         )
+        from airflow.sdk import ObjectStoragePath as _ObjectStoragePath
         from airflow.sdk.definitions.context import Context
         from airflow.sdk.log import mask_secret
     else:
@@ -116,8 +118,14 @@ else:
                 super().__init__(uri=uri, extra=extra)
                 self.name = name or uri
 
+    if AIRFLOW_V_3_2_PLUS:
+        ObjectStoragePath = _ObjectStoragePath
+    else:
+
         class ObjectStoragePath(_ObjectStoragePath):
-            """Airflow 2's ``ObjectStoragePath`` with Airflow 3's ``conn_id`` property."""
+            """``ObjectStoragePath`` with the ``conn_id`` property it has from Airflow 3.2 on (before,
+            the connection id is in ``storage_options`` only).
+            """
 
             __slots__ = ()
 
