@@ -13,26 +13,29 @@ so the Parquet files written from them are the same bytes.
 **What goes the Python way**, record by record:
 
 * a timestamp that is not ``YYYY-MM-DDTHH:MM:SS`` with 0 to 3 decimals and ``Z`` or a ``±HH:MM``
-  offset (or, in a block read with integer timestamps, not a JSON integer), or of year 0000; a
-  day that is not ``YYYY-MM-DD``;
+  offset, or of year 0000; a day that is not ``YYYY-MM-DD``;
 * a float that is not finite or is ``-0.0`` (Arrow reads the integer ``-0`` as ``-0.0``);
 * a record with a key the schema does not know inside a nested object (``_extra`` names it by
   its path and list index), or whose line holds such a key's name;
-* a record with an unknown top-level key, unless its ``_extra`` can be proven from Arrow's values:
-  the value is made of strings, integers, booleans, nulls, objects and lists; its canonical JSON
-  (sorted keys, compact, as the Python path writes ``_extra``) is built from Arrow's values, and it
-  is taken only where the line holds exactly those bytes after the key, the key once. Then
-  ``json.loads`` would read that very value back, and the Python path would write the same text.
-  A line with a ``u`` escape (backslash, u) goes the Python way when the block has unknown keys (an escaped key
-  name could hide one).
+* a record with an unknown top-level key, unless its ``_extra`` text can be proven from Arrow's
+  values: the value is made of strings, integers, booleans, nulls, objects and lists; it is
+  written as the Python path writes ``_extra`` (compact, sorted keys), and it is taken only where
+  the line holds exactly those bytes after the key, the key once (or the same value spelled as
+  ``json.dumps`` writes it by default, with spaces; or with an object's null members left out,
+  since Arrow gives every object of a column the members any of them had). Then ``json.loads``
+  would read that very value back, and the Python path would write the same text. A line with a
+  key written with a ``u`` escape (backslash, u) goes the Python way when the block has unknown
+  keys: the escape could spell an unknown key.
 
 **What sends a range of lines back to Arrow in halves**, down to :attr:`RawLinesConverter.min_lines`
 lines, below which the whole range goes the Python way: Arrow's reader refusing the range (a
-value of another type, such as ``60.0`` in an integer field or a timestamp both as text and as a
-number, a key given twice, a line that is not one JSON object, a line longer than the reader's
-block), invalid UTF-8 (Arrow does not check it; ``json.loads`` refuses the line), a row count that
-is not the number of non-blank lines, a day or time the cast refuses (``2026-02-30``), and an
-unknown key name with a quote, backslash, slash or control character in it.
+value of another type, such as ``60.0`` in an integer field, timestamps both as text and as
+numbers, an unknown key of two types, a key given twice, a line that is not one JSON object, a
+line longer than the reader's block), invalid UTF-8 (Arrow does not check it; ``json.loads``
+refuses the line), a row count that is not the number of non-blank lines, a day or time the cast
+refuses (``2026-02-30``), and an unknown key name with a quote, backslash, slash or control
+character in it. A block is read with timestamps as text first, or as integers first after a
+block that needed them so.
 """
 
 from __future__ import annotations
@@ -163,7 +166,6 @@ class RawLinesConverter:
         self._forms = list(_WIRE_FORMS)  # the form that worked last first
         self._known = {f.name for f in self._fields}
         self._known_nested = set().union(*(_nested_names(f.type) for f in self._fields))
-        self._decoder = json.JSONDecoder()
 
     @property
     def unknown_fields(self) -> set[str]:
@@ -182,7 +184,8 @@ class RawLinesConverter:
             return self.schema.empty_table()
         if not self.arrow:
             return self._python(lines, np.arange(count))
-        return _concat(list(self._convert_range(lines, 0, count)), self.schema)
+        parts = list(self._convert_range(lines, 0, count))
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
     # -- Arrow, and halves of what it refuses --------------------------------------------------
 
@@ -615,10 +618,6 @@ def _canonical(array: pa.Array, spaced: bool = False, omit_nulls: bool = False) 
 def _null_text(text: pa.Array, nulls: pa.Array) -> pa.Array:
     """``text``, with ``null`` where the value is null."""
     return pc.if_else(nulls, pa.scalar(b"null"), text)
-
-
-def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
-    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 __all__ = ["DATE_PATTERN", "DEFAULT_MIN_LINES", "TIMESTAMP_PATTERN", "RawLinesConverter"]

@@ -76,6 +76,21 @@ _EPOCH_DAY = date(1970, 1, 1)
 # -- spooling by day ----------------------------------------------------------------------------
 
 
+_MOST_RUNS = 64
+"""A batch gathered from fewer runs of consecutive spooled rows is made of slices of them."""
+
+
+def _round_rows(part: tuple[str, int, int]) -> pa.RecordBatch:
+    """The rows of one day in one round file, memory-mapped (the map closes with the last batch
+    made from them), without the helper columns.
+    """
+    path, first, count = part
+    with pa.memory_map(path, "r") as mapped:
+        rows = pa.ipc.open_file(mapped).read_all().slice(first, count)
+    batches = rows.drop_columns([DAY_COLUMN, SEQUENCE_COLUMN]).to_batches()
+    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+
+
 def spool_schema(schema: pa.Schema) -> pa.Schema:
     """``schema`` with the helper columns :data:`DAY_COLUMN` and :data:`SEQUENCE_COLUMN` appended."""
     return schema.append(pa.field(DAY_COLUMN, pa.int32())).append(pa.field(SEQUENCE_COLUMN, pa.int64()))
@@ -178,6 +193,11 @@ class DaySpool:
         if not parts:
             return self.schema.empty_table()
         return pa.concat_tables(parts)
+
+    def day_parts(self, day: int) -> list[tuple[str, int, int]]:
+        """Where the rows of ``day`` are: ``(round file, first row, rows)``, in :meth:`read_day`'s order."""
+        self.flush()
+        return [(spilled.path, *spilled.index[day]) for spilled in self._rounds if day in spilled.index]
 
     def select(self, columns: list[str]) -> Iterator[pa.Table]:
         """Some columns of every row, round by round (memory-mapped; flushes the buffer first)."""
@@ -346,25 +366,54 @@ class RawExportBuffer:
 
     def day_batches(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[date, Iterator[pa.RecordBatch]]]:
         """Like :meth:`days`, with each day's rows as record batches of at most ``chunk_rows``,
-        materialized one at a time from the memory-mapped spool: memory holds the day's key
-        columns and one batch, not the whole day. Consume each day's batches before the next day.
-        A day whose every row was superseded by a later version in another day is left out.
+        gathered one at a time from the spool: memory holds the day's key columns and one batch,
+        not the whole day. Consume each day's batches before the next day. A day whose every row
+        was superseded by a later version in another day is left out.
         """
         for day in self.spool.days():
             table = self.spool.read_day(day)
             order = self._kept_order(table)
             self.counts.duplicates += table.num_rows - len(order)
+            del table  # its maps close: only the key columns' pages were read
             if not len(order):
                 continue
-            yield date.fromordinal(_EPOCH_DAY.toordinal() + day), self._chunks(table, order, chunk_rows)
-            del table
+            yield date.fromordinal(_EPOCH_DAY.toordinal() + day), self._chunks(self.spool.day_parts(day), order, chunk_rows)
 
     @staticmethod
-    def _chunks(table: pa.Table, order: pa.Array, chunk_rows: int) -> Iterator[pa.RecordBatch]:
-        data = table.drop_columns([DAY_COLUMN, SEQUENCE_COLUMN])
-        for offset in range(0, len(order), chunk_rows):
-            chunk = data.take(order.slice(offset, chunk_rows))
-            yield from chunk.combine_chunks().to_batches()
+    def _chunks(parts: list[tuple[str, int, int]], order: pa.Array, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+        """The day's rows of ``order`` (positions in the day, as :meth:`DaySpool.read_day` lays them
+        out), in batches of ``chunk_rows``, made of slices of the memory-mapped round files (or
+        gathered from them when the rows are far from file order). A round's map lives only as
+        long as the batches made from it: a day's data is never all mapped (mapped pages count in
+        the process's memory), and no take runs on the whole day (it would first copy the day
+        into one array, for every batch).
+        """
+        starts = np.cumsum([0] + [rows for _, _, rows in parts])
+        positions = np.asarray(order, dtype=np.int64)
+        for offset in range(0, len(positions), chunk_rows):
+            wanted = positions[offset : offset + chunk_rows]
+            source = np.searchsorted(starts, wanted, side="right") - 1
+            breaks = np.flatnonzero((np.diff(wanted) != 1) | (np.diff(source) != 0)) + 1
+            rounds = {number: _round_rows(parts[number]) for number in np.unique(source).tolist()}
+            if len(breaks) < _MOST_RUNS:  # few runs of consecutive rows (a file near day order): slices
+                pieces = []
+                for run in np.split(np.arange(len(wanted)), breaks):
+                    number = int(source[run[0]])
+                    pieces.append(rounds[number].slice(int(wanted[run[0]] - starts[number]), len(run)))
+                batch = pieces[0] if len(pieces) == 1 else pa.concat_batches(pieces)
+            else:  # gathered round by round, then put back in the order asked
+                gathered, picked = [], []
+                for number in np.unique(source).tolist():
+                    rows = np.flatnonzero(source == number)
+                    local = pa.array(wanted[rows] - starts[number], type=pa.int64())
+                    gathered.append(rounds[number].take(local))
+                    picked.append(rows)
+                batch = gathered[0] if len(gathered) == 1 else pa.concat_batches(gathered)
+                arrival = np.concatenate(picked)
+                if (np.diff(arrival) < 0).any():
+                    batch = batch.take(pa.array(np.argsort(arrival, kind="stable"), type=pa.int64()))
+            del rounds
+            yield batch
 
     def close(self) -> None:
         """Release buffers, memory maps and the seen-keys file."""
