@@ -14,8 +14,8 @@ connection when the job sets ``redis``: then every worker on the key shares one 
 The worker imports everything first, prints ``READY`` and waits for a line on its standard
 input, so that the scenario starts every worker at once and times the work, not the imports.
 It ends with one ``BENCH_RESULT {json}`` line: when it started and finished (``time.time()``,
-comparable between the workers), and per day the rows the operator reported, the rows found in
-the day's Parquet files (counted after ``finished``), its seconds and any error.
+comparable between the workers), and per day the rows the operator reported, its seconds and any
+error. The scenario counts the rows in the Parquet files once every worker is done.
 
 The job (JSON): ``base_url``, ``client_id``, ``client_secret``, ``days`` (``YYYY-MM-DD``, the
 queue in order), ``claims_dir`` (shared, empty at start), ``out_dir`` (the dataset root's
@@ -31,7 +31,6 @@ import os
 import sys
 import time
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 from benchmarks.contenders.common import RESULT_PREFIX, without_pandas
@@ -63,14 +62,6 @@ def claim(claims_dir: str, day: str) -> bool:
     except FileExistsError:
         return False
     return True
-
-
-def parquet_rows(out_dir: str, day: str) -> int:
-    """Rows in the published Parquet files of ``day`` (every activity type), staging excluded."""
-    import pyarrow.parquet as pq
-
-    files = [path for path in Path(out_dir).rglob(f"activity_date={day}/*.parquet") if "_staging" not in path.parts]
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in files)
 
 
 def main() -> None:
@@ -107,8 +98,6 @@ def main() -> None:
         entry["seconds"] = time.time() - began
         days.append(entry)
     finished = time.time()
-    for entry in days:
-        entry["parquet_rows"] = parquet_rows(job["out_dir"], entry["day"])
     print(RESULT_PREFIX + json.dumps({"worker": job["worker"], "started": started, "finished": finished, "days": days}),
           flush=True)
 
