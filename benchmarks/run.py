@@ -17,12 +17,22 @@ reader sees what each parser costs (``json.loads`` holds the GIL; Arrow's C++ pa
 
 in two regimes:
 
-* ``cpu``: the sandbox with no rate limit and no latency; the provider's ``requests_per_second``
-  extra is set far above what it can reach, so it never paces; sizes ``--records``;
+* ``cpu``: the sandbox with no rate limit and no latency; every contender pages by
+  ``--page-size``; the provider's ``requests_per_second`` extra is set far above what it can
+  reach, so it never paces; sizes ``--records``;
 * ``api``: the sandbox enforcing ``--api-rate`` requests per sliding second (5) and
-  ``--api-latency`` seconds per request (0.1); the provider keeps its defaults (5 requests/s,
-  10 in flight); size ``--api-records``. The floor is ``pages / rate`` seconds. 429s are
-  counted by the sandbox, per contender.
+  ``--api-latency`` seconds per request (0.1), taking pages of up to ``--api-max-page`` records
+  (100,000, as the API documents); size ``--api-records``. The provider runs with its
+  connection's defaults (no extras: the page sizes it learns, 5 requests/s, 10 in flight); the
+  transports ask the largest page; naive and dlt keep ``--page-size``, the fixed size such code
+  has. The floor is the larger of the rate floor, ``ceil(records / largest page) / rate``
+  seconds, and the CPU floor, the CPU-bound transport floor at the same size in the same run
+  (with pages that large the parse, not the rate, can be the limit): the provider and
+  ``transport-arrow`` also run CPU-bound at that size when ``--records`` does not have it.
+  429s are counted by the sandbox, per contender;
+
+and, with ``--regimes backfill``, the backfill scenario of :mod:`benchmarks.backfill` (30 daily
+tasks on one key by 4 workers sharing a Redis budget, by a pool of 1, and by 4 workers without it).
 
 How it measures:
 
@@ -70,7 +80,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -96,7 +106,11 @@ TARGETS = {
     "memory_flat": 1.2,
     "memory_vs_naive": 0.25,
     "api_vs_floor": 1.15,
+    "api_memory_vs_cpu": 1.2,
 }
+CPU_FOR_API = ("provider", "transport-arrow")
+"""Run CPU-bound at the API-bound size: the CPU floor (the transport floor there) and the memory
+target (the CPU-bound provider's peak RSS) of the API-bound regime."""
 
 
 @dataclass
@@ -134,13 +148,16 @@ class Result:
 class SandboxProcess:
     """:mod:`benchmarks.sandbox_server` in its own process, with its control port."""
 
-    def __init__(self, activities: int, day: date, env: dict[str, str]) -> None:
+    def __init__(
+        self, activities: int, day: date, env: dict[str, str], days: int = 1, max_page_size: int | None = None
+    ) -> None:
         self.activities = activities
         self.day = day
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's stderr, closed in stop()
+        pages = [] if max_page_size is None else ["--max-page-size", str(max_page_size)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.sandbox_server", "--activities", str(activities), "--days", "1",
-             "--start", day.isoformat()],
+            [sys.executable, "-m", "benchmarks.sandbox_server", "--activities", str(activities), "--days", str(days),
+             "--start", day.isoformat(), *pages],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
         )
         lines: dict[str, str] = {}
@@ -228,7 +245,8 @@ def measure(
         spec = Spec(**{**asdict(spec), "out_dir": out_dir, "options": options})
         child_env = {**env, "AIRFLOW_HOME": os.path.join(out_dir, "airflow-home")}
         payload, seconds, usage, code, tail = run_child(MODULES[contender], spec, child_env, timeout)
-    stats = sandbox.control("/stats")["stats"]
+    answer = sandbox.control("/stats")
+    stats = answer["stats"]
     payload = payload or {}
     return Result(
         contender=contender,
@@ -245,8 +263,9 @@ def measure(
         client_429s=payload.get("client_429s"),
         exit_code=code,
         error=None if code == 0 and payload else tail.strip().splitlines()[-1] if tail.strip() else f"exit {code}",
-        extra={k: v for k, v in payload.items()
-               if k not in ("rows", "extract_seconds", "extract_cpu_seconds", "baseline_rss_kb", "client_429s")},
+        extra={**{k: v for k, v in payload.items()
+                  if k not in ("rows", "extract_seconds", "extract_cpu_seconds", "baseline_rss_kb", "client_429s")},
+               "limits": answer["log"]["limits"]},
     )
 
 
@@ -288,7 +307,7 @@ def prime(args: argparse.Namespace, env: dict[str, str], day: date, log: Any) ->
 
 
 def child_env(args: argparse.Namespace) -> dict[str, str]:
-    """The environment of the sandbox and contender processes."""
+    """The environment of every child process (sandbox, contenders, backfill workers)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
     # Bytecode caches, as any deployment has them: without them (PYTHONDONTWRITEBYTECODE=1) every
@@ -299,20 +318,47 @@ def child_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+def api_plans(args: argparse.Namespace) -> list[tuple[str, int, list[str]]]:
+    """The API-bound run, preceded by the CPU-bound run at its size when ``--records`` lacks it.
+
+    The API-bound floor needs the CPU-bound transport floor at the same size, and its memory
+    target the CPU-bound provider: :data:`CPU_FOR_API` run there, whatever ``--contenders`` says.
+    """
+    plans: list[tuple[str, int, list[str]]] = []
+    if not ("cpu" in args.regimes and args.api_records in args.records):
+        plans.append(("cpu", args.api_records, list(CPU_FOR_API)))
+    plans.append(("api", args.api_records, list(args.contenders)))
+    return plans
+
+
+def api_spec(base: Spec, contender: str, args: argparse.Namespace) -> Spec:
+    """What ``contender`` runs with in the API-bound regime.
+
+    The provider: its connection's defaults (no extras: page sizes learnt from the server, 5
+    requests/s, 10 in flight). The transports: the largest page the sandbox takes (the page
+    size the rate floor assumes). naive and dlt: ``--page-size``, a fixed size as such code has.
+    """
+    if contender == "provider":
+        return replace(base, options={**base.options, "connection_defaults": True})
+    if contender in TRANSPORTS:
+        return replace(base, page_size=args.api_max_page)
+    return base
+
+
 def run_benchmark(args: argparse.Namespace, log: Any = print) -> tuple[list[Result], list[SandboxRate]]:
     env = child_env(args)
     day = date.fromisoformat(args.day)
-    if args.prime:
-        prime(args, env, day, log)
-    plans: list[tuple[str, int]] = []
+    plans: list[tuple[str, int, list[str]]] = []
     if "cpu" in args.regimes:
-        plans += [("cpu", n) for n in args.records]
+        plans += [("cpu", n, list(args.contenders)) for n in args.records]
     if "api" in args.regimes:
-        plans.append(("api", args.api_records))
+        plans += api_plans(args)
+    if args.prime and plans:
+        prime(args, env, day, log)
     results: list[Result] = []
     rates: list[SandboxRate] = []
-    for regime, records in plans:
-        sandbox = SandboxProcess(records, day, env)
+    for regime, records, contenders in plans:
+        sandbox = SandboxProcess(records, day, env, max_page_size=args.api_max_page)
         try:
             base = Spec(
                 base_url=sandbox.base_url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, day=day.isoformat(),
@@ -334,16 +380,17 @@ def run_benchmark(args: argparse.Namespace, log: Any = print) -> tuple[list[Resu
                 base = Spec(**{**asdict(base), "requests_per_second": args.api_rate})
             # Rounds of every contender in turn (not every run of one contender, then the next), so a
             # change in the machine's load during the run falls on every contender alike.
-            runs: dict[str, list[Result]] = {contender: [] for contender in args.contenders}
+            runs: dict[str, list[Result]] = {contender: [] for contender in contenders}
             for _ in range(args.repeat):
-                for contender in args.contenders:
-                    result = measure(contender, regime, records, sandbox, base, env, args.timeout)
+                for contender in contenders:
+                    spec = api_spec(base, contender, args) if regime == "api" else base
+                    result = measure(contender, regime, records, sandbox, spec, env, args.timeout)
                     runs[contender].append(result)
                     log(f"[{regime} {records:,}] {contender}: {result.rows:,} rows, {result.wall_s:.2f} s, "
                         f"{result.records_per_s:,.0f} records/s, CPU {result.cpu_s:.1f} s, "
                         f"peak RSS {result.peak_rss_mb:,.0f} MB, 429s {result.server_429s}"
                         + (f"  FAILED: {result.error}" if not result.ok else ""))
-            results += [median_run(runs[contender]) for contender in args.contenders]
+            results += [median_run(runs[contender]) for contender in contenders]
         finally:
             sandbox.stop()
     return results, rates
@@ -376,9 +423,42 @@ def transport_floors(results: list[Result]) -> list[dict[str, Any]]:
     return floors
 
 
-def floor_seconds(records: int, page_size: int, rate: float) -> float:
-    """The API-bound floor: ``pages / rate`` seconds."""
-    return math.ceil(records / page_size) / rate
+@dataclass
+class ApiFloor:
+    """The API-bound floor at one size: the larger of the rate floor and the CPU floor.
+
+    :param records: the size.
+    :param pages: ``ceil(records / largest page)``: the fewest data requests the records need.
+    :param rate_s: the rate floor, ``pages / rate`` seconds (the token request not counted).
+    :param cpu_s: the CPU floor: the wall time of the CPU-bound transport floor at this size in
+        this run (with pages that large the parse, not the rate, can be the limit), or ``None``
+        when it was not measured.
+    :param cpu_contender: which transport that was.
+    """
+
+    records: int
+    pages: int
+    rate_s: float
+    cpu_s: float | None
+    cpu_contender: str | None
+
+    @property
+    def seconds(self) -> float:
+        """The floor: the larger of the two (the rate floor alone when the CPU floor is missing)."""
+        return max(self.rate_s, self.cpu_s or 0.0)
+
+    @property
+    def bound(self) -> str:
+        """Which limit sets the floor: ``rate`` or ``CPU``."""
+        return "CPU" if self.cpu_s is not None and self.cpu_s > self.rate_s else "rate"
+
+
+def api_floor(results: list[Result], args: argparse.Namespace) -> ApiFloor:
+    """The API-bound floor at ``--api-records``, from the largest page, the rate and this run's CPU-bound transports."""
+    pages = math.ceil(args.api_records / args.api_max_page)
+    cpu = transport_floor(results, "cpu", args.api_records)
+    return ApiFloor(args.api_records, pages, pages / args.api_rate, cpu.wall_s if cpu else None,
+                    cpu.contender if cpu else None)
 
 
 def versions() -> dict[str, str]:
@@ -468,34 +548,66 @@ def evaluate(results: list[Result], args: argparse.Namespace) -> list[tuple[str,
             checks.append((f"Memory: provider peak RSS at {high:,} <= 1/4 of naive's",
                            f"{p_high.peak_rss_mb:,.0f} / {naive_high.peak_rss_mb:,.0f} MB = {ratio:.2f}",
                            verdict(ratio <= TARGETS["memory_vs_naive"])))
-    api = _find(results, "provider", "api", args.api_records)
-    if api:
-        floor = floor_seconds(args.api_records, args.page_size, args.api_rate)
-        ratio = api.wall_s / floor
-        checks.append((f"API-bound: provider wall <= {TARGETS['api_vs_floor']}x the rate floor (pages / {args.api_rate:g} s)",
-                       f"{api.wall_s:.2f} / {floor:.2f} s = {ratio:.2f}x", verdict(ratio <= TARGETS["api_vs_floor"])))
-        checks.append(("API-bound: zero 429s received by the provider", str(api.server_429s), verdict(api.server_429s == 0)))
+    checks += evaluate_api(results, args, verdict)
     return checks
 
 
-def render(results: list[Result], rates: list[SandboxRate], args: argparse.Namespace, command: str) -> str:
-    lines = [
+def evaluate_api(results: list[Result], args: argparse.Namespace, verdict: Any) -> list[tuple[str, str, str]]:
+    """The API-bound targets: wall against the floor, no 429s, memory against the CPU-bound run."""
+    n = args.api_records
+    api = _find(results, "provider", "api", n)
+    if not api:
+        return []
+    floor = api_floor(results, args)
+    name = (f"API-bound {n:,}, connection defaults: provider wall <= {TARGETS['api_vs_floor']}x the floor, the larger "
+            f"of the rate floor ({floor.pages} page(s) of up to {args.api_max_page:,} / {args.api_rate:g} s) and the CPU "
+            f"floor (the CPU-bound transport floor at {n:,})")
+    if floor.cpu_s is None:
+        checks = [(name, "the CPU-bound transport floor at this size failed or was not run", "not measured")]
+    else:
+        ratio = api.wall_s / floor.seconds
+        checks = [(name, f"{api.wall_s:.2f} / max({floor.rate_s:.2f}, {floor.cpu_s:.2f}) s = {ratio:.2f}x "
+                         f"({floor.bound}-bound floor)", verdict(ratio <= TARGETS["api_vs_floor"]))]
+    checks.append((f"API-bound {n:,}: zero 429s received by the provider", str(api.server_429s),
+                   verdict(api.server_429s == 0)))
+    cpu = _find(results, "provider", "cpu", n)
+    name = f"API-bound {n:,}: provider peak RSS <= {TARGETS['api_memory_vs_cpu']}x the CPU-bound provider's at {n:,}"
+    if cpu is None:
+        checks.append((name, "the CPU-bound provider at this size failed or was not run", "not measured"))
+    else:
+        ratio = api.peak_rss_mb / cpu.peak_rss_mb
+        checks.append((name, f"{api.peak_rss_mb:,.0f} / {cpu.peak_rss_mb:,.0f} MB = {ratio:.2f}x",
+                       verdict(ratio <= TARGETS["api_memory_vs_cpu"])))
+    return checks
+
+
+def render_header(args: argparse.Namespace, command: str) -> list[str]:
+    """The report's title, command, machine, versions and load."""
+    info = machine()
+    vers = versions()
+    return [
         "# Benchmark: extraction speed and memory against the alternatives",
         "",
         f"Produced by `{command}` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.",
         "",
-    ]
-    info = machine()
-    vers = versions()
-    lines += [
         f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['memory']} RAM, {info['platform']}.  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".  ",
         "Load average (1 min) when the run started and ended: "
         + " and ".join(f"{value:.2f}" for value in getattr(args, "load", [])) + " (the benchmark keeps 1 to 2 CPUs "
         "busy itself; more is other work on the machine competing for its CPUs).",
+    ]
+
+
+def render(results: list[Result], rates: list[SandboxRate], args: argparse.Namespace, command: str) -> str:
+    lines = render_header(args, command)
+    lines += [
         "",
-        f"Page size {args.page_size} for every contender; provider and both transports with {args.concurrency} "
+        f"CPU-bound: page size {args.page_size} for every contender; provider and both transports with {args.concurrency} "
         "requests in flight (the provider's default `max_concurrency`); naive and dlt page sequentially (their own way). "
+        "API-bound: the provider with its connection's defaults (no extras: page sizes learnt from the server's "
+        "answers, 5 requests/s, 10 in flight); the transports with the largest page the sandbox takes "
+        f"({args.api_max_page:,}, the page size the rate floor assumes) and {args.concurrency} in flight; naive and "
+        f"dlt with page size {args.page_size}, the fixed size such code is written with. "
         "Each contender in its own fresh process; `wall s` is the extraction in that process after its imports, "
         "`CPU s` the CPU time of that extraction (user + system, every thread of the process: less sensitive "
         "than the wall time to what else the machine runs, not immune to it), "
@@ -503,14 +615,14 @@ def render(results: list[Result], rates: list[SandboxRate], args: argparse.Names
         "from `os.wait4`, including its imports (`import MB`: RSS when the extraction started). "
         "429s are counted by the sandbox. Ratios are taken within the same regime and size: "
         "`x naive`, `x dlt` compare records/s (higher is better); `/ transport (json)`, `/ transport (arrow)` and "
-        "`/ rate floor` compare wall time (lower is better) with `transport`, `transport-arrow` and, API-bound, "
-        "pages / rate. The ratio in **bold** is the one to the transport floor: the faster of the two transports "
-        "in that regime and size, which the transport target uses.",
+        "`/ API floor` compare wall time (lower is better) with `transport`, `transport-arrow` and, API-bound, "
+        "the API-bound floor (below the table). The ratio in **bold** is the one to the transport floor: the faster "
+        "of the two transports in that regime and size, which the transport target uses.",
         f"Each row is the run of median wall time out of {args.repeat}.",
         "",
         "How each contender is set up: the provider runs `PeopleAIActivitiesToParquetOperator.execute({'run_id': 'bench'})` "
-        "for the day into `file://` (connection extras `page_size`, `max_concurrency`, and `requests_per_second` 10000 "
-        "in the CPU-bound regime, its default 5 in the API-bound one); naive is a sequential `requests` loop "
+        "for the day into `file://` (CPU-bound: connection extras `page_size`, `max_concurrency`, and "
+        "`requests_per_second` 10000; API-bound: no extras at all); naive is a sequential `requests` loop "
         "(bearer token fetched first, 1 s sleep on a 429), `pandas.json_normalize`, `to_parquet`; dlt is "
         "`rest_api_source` with dlt's own `OAuth2ClientCredentials` auth, an `OffsetPaginator` on `meta.total`, "
         "and `pipeline.run(..., loader_file_format=\"parquet\")` into the filesystem destination (its default "
@@ -524,10 +636,11 @@ def render(results: list[Result], rates: list[SandboxRate], args: argparse.Names
         "The faster of the two is the transport floor for any client of this API on this machine. "
         "The provider, dlt and `transport-arrow` run without pandas (not a dependency of any of them; pyarrow "
         "would import it lazily). "
-        "The sandbox's page cache is sized to hold the whole data set and warmed before the contenders run.",
+        "The sandbox encodes every record once and keeps it (a page of any size is a join of cached records), "
+        "and is warmed before the contenders run.",
         "",
         "| contender | regime | records | rows | wall s | records/s | CPU s | peak RSS MB | import MB | process s "
-        "| 429s | x naive | x dlt | / transport (json) | / transport (arrow) | / rate floor |",
+        "| 429s | x naive | x dlt | / transport (json) | / transport (arrow) | / API floor |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -536,7 +649,7 @@ def render(results: list[Result], rates: list[SandboxRate], args: argparse.Names
         transports = [_find(results, contender, r.regime, r.records) for contender in TRANSPORTS]
         lowest = transport_floor(results, r.regime, r.records)
         ok = r.ok
-        floor = floor_seconds(r.records, args.page_size, args.api_rate) if r.regime == "api" else None
+        floor = api_floor(results, args).seconds if r.regime == "api" else None
         lines.append(
             "| " + " | ".join([
                 r.contender,
@@ -575,10 +688,29 @@ def render(results: list[Result], rates: list[SandboxRate], args: argparse.Names
         lines += ["", "Targets (issue 7):", "", "| target | measured | verdict |", "|---|---|---|"]
         lines += [f"| {name} | {measured} | {verdict} |" for name, measured, verdict in checks]
     if "api" in args.regimes:
-        floor = floor_seconds(args.api_records, args.page_size, args.api_rate)
-        lines += ["", f"API-bound rate floor: {math.ceil(args.api_records / args.page_size)} pages / {args.api_rate:g} "
-                      f"requests/s = {floor:.2f} s (the token request not counted)."]
+        lines += render_api(results, args)
     return "\n".join(lines) + "\n"
+
+
+def render_api(results: list[Result], args: argparse.Namespace) -> list[str]:
+    """The API-bound floor, and the pages each contender asked for."""
+    floor = api_floor(results, args)
+    cpu = (f"{floor.cpu_s:.2f} s, the wall time of `{floor.cpu_contender}` CPU-bound at {floor.records:,} records in "
+           "this run" if floor.cpu_s is not None else "not measured")
+    lines = ["", f"API-bound floor at {floor.records:,} records: the larger of the rate floor, {floor.pages} page(s) of "
+                 f"up to {args.api_max_page:,} (the largest page the sandbox takes, as the API documents) / "
+                 f"{args.api_rate:g} requests/s = {floor.rate_s:.2f} s (the token request not counted), and the CPU "
+                 f"floor, {cpu}: **{floor.seconds:.2f} s** ({floor.bound}-bound)."]
+    if not ("cpu" in args.regimes and args.api_records in args.records):
+        lines[-1] += (f" The CPU-bound run at {floor.records:,} ({', '.join(CPU_FOR_API)} only) was run for this floor "
+                      "and the memory target.")
+    asked = [(r.contender, r.extra.get("limits") or {}) for r in results if r.regime == "api"]
+    if asked:
+        lines += ["", "Pages asked in the API-bound regime (`limit` of each data request answered 200, as the sandbox "
+                      "logged them): " + "; ".join(
+                          f"{contender} " + ", ".join(f"{int(limit):,} x{count}" for limit, count in limits.items() if limit)
+                          for contender, limits in asked) + "."]
+    return lines
 
 
 def plot(results: list[Result], path: Path) -> None:
@@ -622,7 +754,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--records", type=_ints, default=[100_000, 1_000_000],
                         help="CPU-bound sizes, comma separated (default 100000,1000000; add 2000000 when time allows)")
     parser.add_argument("--regimes", type=lambda t: t.split(","), default=["cpu", "api"],
-                        help="cpu,api,export (default cpu,api; export: see benchmarks.export_bench)")
+                        help="cpu,api,export,backfill (default cpu,api; see benchmarks.export_bench, benchmarks.backfill)")
     parser.add_argument("--contenders", type=lambda t: t.split(","), default=list(CONTENDERS),
                         help=f"subset of {','.join(CONTENDERS)} (default all; the transport floor is the "
                              "faster of the transports run)")
@@ -630,6 +762,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="API-bound size (default 300000: 300 pages, a 60 s floor)")
     parser.add_argument("--api-rate", type=float, default=5.0, help="sandbox rate limit in the API-bound regime")
     parser.add_argument("--api-latency", type=float, default=0.1, help="sandbox latency per request in the API-bound regime")
+    parser.add_argument("--api-max-page", type=int, default=100_000,
+                        help="the largest page (limit) the sandbox takes; above it 400 "
+                             "(default 100000, the API's documented maximum)")
+    parser.add_argument("--backfill-days", type=int, default=30, help="backfill: daily intervals (default 30)")
+    parser.add_argument("--backfill-records", type=int, default=10_000,
+                        help="backfill: activities per day on average (default 10000; weekdays hold more)")
+    parser.add_argument("--backfill-workers", type=int, default=4, help="backfill: parallel workers (default 4)")
+    parser.add_argument("--backfill-modes", type=lambda t: t.split(","), default=["shared", "serial", "unshared"],
+                        help="backfill: subset of shared,serial,unshared (default all three)")
+    parser.add_argument("--backfill-start", default="2026-11-02", help="backfill: the first day")
     parser.add_argument("--page-size", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--repeat", type=int, default=1, help="runs per contender and size; the median is kept")
@@ -646,10 +788,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.contenders) - set(CONTENDERS)
     if unknown:
         parser.error(f"unknown contenders: {', '.join(sorted(unknown))}")
-    unknown = set(args.regimes) - {"cpu", "api", "export"}
+    unknown = set(args.regimes) - {"cpu", "api", "export", "backfill"}
     if unknown:
         parser.error(f"unknown regimes: {', '.join(sorted(unknown))}")
+    unknown = set(args.backfill_modes) - {"shared", "serial", "unshared"}
+    if unknown:
+        parser.error(f"unknown backfill modes: {', '.join(sorted(unknown))}")
     return args
+
+
+def run_backfill(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The backfill scenario (:mod:`benchmarks.backfill`) when ``--regimes`` has ``backfill``."""
+    if "backfill" not in args.regimes:
+        return None
+    from benchmarks import backfill  # it imports this module: imported when used
+
+    return backfill.run_backfill(args, child_env(args))
 
 
 def main(argv: Sequence[str] | None = None) -> list[Result]:
@@ -668,11 +822,10 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
             return []
     args.load = [os.getloadavg()[0]]
     results, rates = run_benchmark(args)
+    scenario = run_backfill(args)
     args.load.append(os.getloadavg()[0])
-    report = render(results, rates, args, command.strip())
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.md").write_text(report)
-    (args.out / "latest.json").write_text(json.dumps({
+    report = render(results, rates, args, command.strip()) if results else "\n".join(render_header(args, command)) + "\n"
+    saved: dict[str, Any] = {
         "command": command.strip(),
         "machine": machine(),
         "load_average_start_end": args.load,
@@ -681,8 +834,20 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
         "sandbox_rates": [asdict(rate) for rate in rates],
         "targets": evaluate(results, args),
         "transport_floors": transport_floors(results),
-    }, indent=2))
-    if not args.no_plot:
+    }
+    if "api" in args.regimes:
+        floor = api_floor(results, args)
+        saved["api_floor"] = {**asdict(floor), "seconds": floor.seconds, "bound": floor.bound,
+                              "max_page": args.api_max_page, "rate": args.api_rate}
+    if scenario is not None:
+        from benchmarks import backfill
+
+        report += "\n".join(backfill.render(scenario, command.strip())) + "\n"
+        saved["backfill"] = backfill.to_json(scenario)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.md").write_text(report)
+    (args.out / "latest.json").write_text(json.dumps(saved, indent=2))
+    if not args.no_plot and any(r.regime == "cpu" for r in results):
         plot(results, args.out / "latest.png")
     print()
     print(report)

@@ -5,14 +5,22 @@ contender. It differs from ``python -m airflow_provider_activities.testing.sandb
 ways only, both needed to measure clients rather than the sandbox, and both the same for
 every contender:
 
-* the page cache is large enough to hold every page of the run (``--cache-bytes``; the
-  sandbox's own cap is 128 MiB, about 160k activities), so after one warm-up pass by the
-  runner each page is served from the bytes already encoded; without it the sandbox would
-  generate ~30k records/s and every contender would measure that;
+* every activity is encoded once and kept (:class:`BenchSandbox`: the JSON of each record, in
+  blocks of :data:`BLOCK` records), and a page of any ``offset`` and ``limit`` is the join of
+  the records it holds. After one warm-up pass by the runner (at any page size) every page is
+  served from bytes already encoded, whatever page size a contender asks or learns; without
+  it the sandbox would generate ~30k records/s and every contender would measure that. The
+  bytes are those the sandbox itself serves (the same records, ``json.dumps`` the same way);
 * a control server on a second loopback port answers ``GET /stats`` (the sandbox's counters:
-  requests, statuses, ``rate_limited`` ...), ``POST /reset`` (clears them) and
+  requests, statuses, ``rate_limited`` ..., and a summary of the request log: the ``limit`` of
+  every data request, the most arrivals in any one second, the first and last arrival),
+  ``GET /count?start=...&end=...`` (activities in ``[start, end)``, ISO instants),
+  ``POST /reset`` (clears the counters and the log) and
   ``POST /config?rate_limit=5&latency=0.1`` (``rate_limit=none`` turns limits off), so the runner
   can warm up without limits, then count the 429s each contender received, from the server.
+
+The largest page the sandbox takes is ``--max-page-size`` (default 100,000, the API's
+documented maximum): a larger ``limit`` answers 400, as the API does.
 
 Prints ``PEOPLEAI_SANDBOX_URL=``, ``BENCH_CONTROL_URL=`` and ``AIRFLOW_CONN_PEOPLEAI_DEFAULT=``
 lines, then serves until SIGTERM/SIGINT.
@@ -25,15 +33,78 @@ import json
 import signal
 import sys
 import threading
+from collections import Counter
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from airflow_provider_activities.testing import sandbox as sandbox_module
 from airflow_provider_activities.testing.sandbox import Sandbox
 
 UTC = timezone.utc
+BLOCK = 1000
+"""Records per block of the record cache (the unit the sandbox generates and encodes at once)."""
+DATA_PATH_PREFIX = "/v0/public/"
+"""The data endpoints' paths start so (the token endpoint's does not)."""
+
+
+class BenchSandbox(Sandbox):
+    """The sandbox with every activity encoded once and kept, so pages of any size come from cache.
+
+    Pages of activities are the sandbox's own bytes: each record formatted and ``json.dumps``-ed
+    as :meth:`Sandbox._page_bytes` does, joined with ``,`` between brackets (what ``json.dumps``
+    of the list gives with the same separators). Participant pages are left to the sandbox.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._blocks: dict[tuple[Any, ...], list[bytes]] = {}
+        self._blocks_lock = threading.Lock()
+
+    def _page_bytes(self, view: Any, query: Any, participants: bool, offset: int, count: int) -> bytes:
+        if participants:
+            return super()._page_bytes(view, query, participants, offset, count)
+        end = min(offset + count, view.activity_total)
+        parts: list[bytes] = []
+        for block in range(offset // BLOCK, -(-end // BLOCK) if end > offset else offset // BLOCK):
+            records = self._block(view, query, block)
+            low = max(offset - block * BLOCK, 0)
+            parts.extend(records[low:end - block * BLOCK])
+        return b"[" + b",".join(parts) + b"]"
+
+    def _block(self, view: Any, query: Any, block: int) -> list[bytes]:
+        """The encoded records of one block of ``view`` (generated on first use)."""
+        key = (query, view.version, self.timestamp_format, block)
+        with self._blocks_lock:
+            found = self._blocks.get(key)
+        if found is not None:
+            return found
+        records = self._format_activities(view.activity_items(block * BLOCK, BLOCK))
+        encoded = [json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") for record in records]
+        with self._blocks_lock:
+            return self._blocks.setdefault(key, encoded)
+
+
+def log_summary(sandbox: Sandbox) -> dict[str, Any]:
+    """What the request log says: the ``limit`` of each data request (as counts), the most
+    arrivals (every request, token and 429s included) in any one second, and the first and last
+    arrival's ``time.monotonic()``.
+    """
+    log = sandbox.requests
+    times = [record.time for record in log]
+    most, start = 0, 0
+    for end, moment in enumerate(times):
+        while times[start] <= moment - 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    limits = Counter(record.query.get("limit", "") for record in log
+                     if record.path.startswith(DATA_PATH_PREFIX) and record.status == 200)
+    return {
+        "limits": dict(sorted(limits.items(), key=lambda item: -item[1])),
+        "max_arrivals_per_second": most,
+        "first_arrival": times[0] if times else None,
+        "last_arrival": times[-1] if times else None,
+    }
 
 
 def _control_server(sandbox: Sandbox) -> ThreadingHTTPServer:
@@ -52,7 +123,14 @@ def _control_server(sandbox: Sandbox) -> ThreadingHTTPServer:
             self.wfile.write(body)
 
         def do_GET(self) -> None:
-            self._answer({"stats": sandbox.stats, "rate_limit": sandbox.rate_limit, "latency": sandbox.latency})
+            split = urlsplit(self.path)
+            if split.path == "/count":
+                query = {k: v[0] for k, v in parse_qs(split.query).items()}
+                count = sandbox.activity_count(datetime.fromisoformat(query["start"]), datetime.fromisoformat(query["end"]))
+                self._answer({"count": count})
+                return
+            self._answer({"stats": sandbox.stats, "log": log_summary(sandbox), "rate_limit": sandbox.rate_limit,
+                          "latency": sandbox.latency, "max_page_size": sandbox.max_page_size})
 
         def do_POST(self) -> None:
             split = urlsplit(self.path)
@@ -80,16 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=1.0)
     parser.add_argument("--start", default="2026-11-02")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--cache-bytes", type=int, default=8 << 30)
+    parser.add_argument("--max-page-size", type=int, default=100_000,
+                        help="the largest limit taken; above it 400 (default 100000, the API's documented maximum)")
     args = parser.parse_args(argv)
 
-    sandbox_module._PAGE_CACHE_BYTES = args.cache_bytes  # read at call time by Sandbox._page_bytes
     start = datetime.fromisoformat(args.start).replace(tzinfo=UTC)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     # Limits start off (for the warm-up); the runner sets them per regime over the control port.
-    with Sandbox(seed=args.seed, activities=args.activities, start=start, days=args.days, rate_limit=None) as sandbox:
+    with BenchSandbox(seed=args.seed, activities=args.activities, start=start, days=args.days, rate_limit=None,
+                      max_page_size=args.max_page_size) as sandbox:
         control = _control_server(sandbox)
         threading.Thread(target=control.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         print(f"PEOPLEAI_SANDBOX_URL={sandbox.base_url}")

@@ -28,7 +28,9 @@ class Spec:
     :param out_dir: an empty directory the contender may write to.
     :param expected: records in the interval (for the contender's own sanity, not enforced here).
     :param options: contender switches: the transport's ``parser`` (``json`` or ``arrow``, set by the
-        runner per contender) and ``parse`` (``false``: bytes only, the runner's sandbox warm-up).
+        runner per contender), ``parse`` (``false``: bytes only, the runner's sandbox warm-up) and
+        the provider's ``connection_defaults`` (``true``: a connection without extras; ``page_size``,
+        ``concurrency`` and ``requests_per_second`` are then not given to it).
     """
 
     base_url: str

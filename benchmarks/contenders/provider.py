@@ -4,6 +4,11 @@ The operator's own code path, end to end: connection lookup, hook (OAuth2 client
 rate limiter, read-ahead pagination), record filter, Arrow conversion, partitioned Parquet
 writer, publish with manifests. Only the Airflow task runner around it is left out
 (``execute`` gets ``{"run_id": "bench"}`` as its context).
+
+The connection carries the spec's ``page_size``, ``max_concurrency`` and ``requests_per_second``
+as extras, or, with ``options.connection_defaults`` (the API-bound regime), no extras at all:
+the provider then runs as a connection with only host, key and secret does (page sizes learnt
+from the server, 5 requests/s, 10 in flight).
 """
 
 from __future__ import annotations
@@ -19,6 +24,17 @@ CPU_BOUND_RATE = 10_000.0
 """``requests_per_second`` when the spec sets no rate: high enough that the client never paces."""
 
 
+def connection_extras(spec: Spec) -> dict[str, object]:
+    """The connection's extras: none with ``options.connection_defaults``, else the spec's settings."""
+    if spec.options.get("connection_defaults"):
+        return {}
+    return {
+        "page_size": spec.page_size,
+        "max_concurrency": spec.concurrency,
+        "requests_per_second": spec.requests_per_second or CPU_BOUND_RATE,
+    }
+
+
 def main() -> None:
     spec = Spec.from_argv()
     without_pandas()
@@ -28,11 +44,7 @@ def main() -> None:
             "host": spec.base_url,
             "login": spec.client_id,
             "password": spec.client_secret,
-            "extra": {
-                "page_size": spec.page_size,
-                "max_concurrency": spec.concurrency,
-                "requests_per_second": spec.requests_per_second or CPU_BOUND_RATE,
-            },
+            "extra": connection_extras(spec),
         }
     )
     from airflow_provider_activities.compat import ObjectStoragePath, mask_secret
