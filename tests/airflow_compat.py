@@ -159,3 +159,12 @@ def redact(text: str) -> str:
     else:
         from airflow.utils.log.secrets_masker import _secrets_masker
     return str(_secrets_masker().redact(text))
+
+
+def should_hide_value_for_key(name: str) -> bool:
+    """Whether Airflow's secrets masker hides the value of a field named ``name`` (its module moved)."""
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow._shared.secrets_masker import should_hide_value_for_key as hides
+    else:
+        from airflow.utils.log.secrets_masker import should_hide_value_for_key as hides
+    return bool(hides(name))
