@@ -133,7 +133,7 @@ class TestPageSizes:
         sizes = PageSizes()
         assert sizes.limit() == FIRST_PAGE_SIZE
         sizes.served(FIRST_PAGE_SIZE, self.page(FIRST_PAGE_SIZE, 10**6, body_bytes=FIRST_PAGE_SIZE * 2_000), 0)
-        assert sizes.limit() == PAGE_BYTES_BUDGET // 2_000  # 2 KB records: smaller pages
+        assert sizes.limit() == PAGE_BYTES_BUDGET // 2_000 // 1000 * 1000  # 2 KB records: smaller pages, whole thousands
         assert sizes.in_flight(10) < 10  # and fewer of them in flight
 
     def test_small_records_grow_pages_up_to_the_api_maximum(self) -> None:
@@ -160,3 +160,17 @@ class TestPageSizes:
         assert sizes.limit() == 10_000  # never back above a size known to work after a refusal
         assert sizes.refused_limit(10_000, "bad request") is None  # known to work: not about the size
         assert PageSizes().refused_limit(MIN_PAGE_SIZE, "bad request") is None
+
+
+def test_a_full_first_page_lets_read_ahead_step_by_the_grown_size() -> None:
+    """A first page holding all it was asked for shows no cap: the next pages are planned at the
+    grown size, not overlapping (each offset once).
+    """
+    from airflow_provider_activities.api.pagination import PagePlan
+
+    plan = PagePlan(limit=25_000)
+    plan.receive(0, 25_000, 300_000, next_limit=42_000)
+    assert plan.next_offsets(set(), 3) == [25_000, 67_000, 109_000]
+    capped = PagePlan(limit=25_000)
+    capped.receive(0, 20_000, 300_000, next_limit=20_000)  # a short page while records remain: the cap
+    assert capped.next_offsets(set(), 3) == [20_000, 40_000, 60_000]

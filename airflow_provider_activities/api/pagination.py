@@ -100,7 +100,10 @@ class PagePlan:
                 self.first_total = total
             self.total = total
         if next_limit is not None and next_limit != self.limit:
-            self.limit, self.step = next_limit, None
+            # A page holding all it was asked for showed no cap: later pages step by the new size.
+            full = count >= self.limit
+            self.limit = next_limit
+            self.step = next_limit if full else (min(count, next_limit) if count > 0 else None)
         if self.step is None and count > 0:
             self.step = min(count, self.limit)
         if count == 0:
@@ -183,7 +186,11 @@ class PageSizes:
         if self.fixed is not None:
             return self.fixed
         with self._lock:
-            size = FIRST_PAGE_SIZE if self.record_bytes is None else int(PAGE_BYTES_BUDGET // max(self.record_bytes, 1.0))
+            if self.record_bytes is None:
+                size = FIRST_PAGE_SIZE
+            else:  # whole thousands, so that a slightly larger record seen later leaves the size as it is
+                size = int(PAGE_BYTES_BUDGET // max(self.record_bytes, 1.0))
+                size = size - size % 1000 if size >= 2000 else size
             size = min(size, MAX_PAGE_SIZE)
             if self.cap is not None:
                 size = min(size, self.cap)
