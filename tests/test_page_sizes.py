@@ -174,3 +174,45 @@ def test_a_full_first_page_lets_read_ahead_step_by_the_grown_size() -> None:
     capped = PagePlan(limit=25_000)
     capped.receive(0, 20_000, 300_000, next_limit=20_000)  # a short page while records remain: the cap
     assert capped.next_offsets(set(), 3) == [20_000, 40_000, 60_000]
+
+
+def test_the_parquet_bytes_do_not_depend_on_the_page_sizes(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """A day larger than a batch, written with small fixed pages, with the learnt sizes from a cold
+    process, and again once they are learnt: the same Parquet bytes (a rerun in a warm worker
+    rewrites what a cold one wrote, byte for byte).
+    """
+    import functools
+    import hashlib
+    from pathlib import Path
+
+    import airflow_provider_activities.operators._run as operator_module
+    import airflow_provider_activities.storage.writer as writer_module
+    from airflow_provider_activities.hooks import _streams
+    from airflow_provider_activities.operators.peopleai import PeopleAIActivitiesToParquetOperator
+    from tests.airflow_compat import ExecutorSafeguard
+
+    monkeypatch.setattr(ExecutorSafeguard, "test_mode", True)
+    monkeypatch.setattr(_streams, "BATCH_ROWS", 4_000)  # several batches per day at this size
+    # and a small writer, whose row groups follow the batches it is given
+    monkeypatch.setattr(
+        operator_module, "PartitionedParquetWriter", functools.partial(writer_module.PartitionedParquetWriter, row_group_size=3_000, max_buffered_rows=5_000)
+    )
+
+    def digests(output: Path) -> dict[str, str]:
+        return {
+            str(path.relative_to(output)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(output.rglob("*.parquet"))
+        }
+
+    with Sandbox(seed=20, activities=30_000, start=START, days=1, rate_limit=None) as sb:
+        sb.faults.cap_page_size(7_000)
+        outputs = []
+        for name, extra in [("fixed", {"page_size": 900}), ("cold", {}), ("warm", {})]:
+            connect(monkeypatch, sb, **extra)
+            output = tmp_path / name
+            op = PeopleAIActivitiesToParquetOperator(
+                task_id="activities", output_path=output.as_uri(), start=START.isoformat(), end=(START + DAY).isoformat()
+            )
+            op.execute({"run_id": "pages"})
+            outputs.append(digests(output / "activities"))
+    assert outputs[0] and outputs[0] == outputs[1] == outputs[2]

@@ -182,10 +182,10 @@ class BatchStream(RecordStream):
     interval before they are converted). Consecutive Arrow pages are bounded and de-duplicated
     together; de-duplication is in Arrow for both kinds of pages (hashes in numpy, see
     :mod:`airflow_provider_activities.records.dedup`). The records and their order are the same as
-    page by page. A batch is yielded each time :data:`BATCH_ROWS` records have been received
-    (and at the end), whichever way its pages were parsed: the consumer gets the same batches,
-    cut at the same places, with Arrow parsing on or off, so the Parquet files written from
-    them are the same bytes. :attr:`arrow_pages` counts the pages Arrow took.
+    page by page. Batches hold exactly :data:`BATCH_ROWS` kept records (the last one the rest),
+    whichever way its pages were parsed and whatever the page sizes: the consumer gets the same
+    batches, cut at the same places, with Arrow parsing on or off and with any page size, so the
+    Parquet files written from them are the same bytes. :attr:`arrow_pages` counts the pages Arrow took.
 
     :param schema: the record schema of the batches (``ACTIVITY_SCHEMA``, ``PARTICIPANT_SCHEMA``).
     :param id_field: the record identity named in schema errors (``uid``, ``activity_uid``).
@@ -229,10 +229,10 @@ class BatchStream(RecordStream):
                 received += page.count
                 if received >= BATCH_ROWS:
                     kept += self._filtered(parsed)
-                    yield from self._non_empty(kept)
-                    kept, parsed, received = [], [], 0
+                    yield from self._cut(kept, last=False)
+                    parsed, received = [], 0
             kept += self._filtered(parsed)
-            yield from self._non_empty(kept)
+            yield from self._cut(kept, last=True)
         finally:
             self.close()
 
@@ -240,11 +240,25 @@ class BatchStream(RecordStream):
         """Arrow pages bounded and de-duplicated together: one batch, or none for no pages."""
         return [self.record_filter.apply_batch(_one_batch(parsed, self.schema))] if parsed else []
 
-    def _non_empty(self, kept: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """``kept`` as one batch, unless it holds no rows."""
+    def _cut(self, kept: list[pa.RecordBatch], last: bool) -> Iterator[pa.RecordBatch]:
+        """Batches of exactly :data:`BATCH_ROWS` kept rows taken from the front of ``kept`` (and,
+        when ``last``, the rest); what is left stays in ``kept``.
+
+        Cut by kept rows, not by pages, the batches (and so the Parquet row groups written from
+        them) are the same whatever the page sizes the client asked for or learnt.
+        """
         batch = _one_batch(kept, self.schema)
-        if batch.num_rows:
-            yield batch
+        kept.clear()
+        start = 0
+        while batch.num_rows - start >= BATCH_ROWS:
+            yield batch.slice(start, BATCH_ROWS)
+            start += BATCH_ROWS
+        if start < batch.num_rows:
+            rest = batch.slice(start)
+            if last:
+                yield rest
+            else:
+                kept.append(rest)
 
     def parse(self, body: bytes) -> Page:
         """A page body parsed into Arrow where that is exact, else into dicts (in a page thread)."""
