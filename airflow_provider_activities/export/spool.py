@@ -9,9 +9,9 @@ The pieces, in the order a run uses them:
   order.
 * :class:`DaySpool` takes converted batches routed to UTC days and keeps at most
   ``max_buffered_rows`` of them (and about ``max_buffered_bytes`` of Arrow data) in memory: past
-  that, the buffer is sorted by day and written to a local Arrow IPC file (a "round") with an
-  index of where each day's rows are. Reading a day back memory-maps the rounds afresh and slices
-  that day out of each.
+  that, the buffer is sorted by day (unless it arrived in day order) and written to a local,
+  LZ4-compressed Arrow IPC file (a "round"), each day's rows in record batches of their own, with
+  an index of them. Reading a day back reads only that day's batches of each round.
 * De-duplication across the whole run (snapshots): while rows are spooled, a
   :class:`~airflow_provider_activities.records.dedup.SeenKeys` (about 12 bytes per ``uid``) tells
   which ``uid`` came before; only those repeated ones are looked at again once every file is read:
@@ -25,11 +25,11 @@ The pieces, in the order a run uses them:
   tie), then orders the rows by the day's time column and ``uid``, so the output depends on the
   records only, not on their order in the file. Only the key columns are read to decide.
 * :meth:`RawExportBuffer.day_batches` hands each day's kept rows over in batches of
-  :data:`DEFAULT_CHUNK_ROWS`, taken one at a time from the memory-mapped spool.
+  :data:`DEFAULT_CHUNK_ROWS`, gathered one at a time from the spool.
 
 So memory holds the spool's buffer, the seen ``uid`` hashes, one day's key columns and one
-batch, whatever the size of the export or of a day. Local disk holds the spool: about the uncompressed Arrow size of the
-whole export, until the run ends.
+batch (with the day's rows of the rounds it draws on), whatever the size of the export or of a
+day. Local disk holds the spool, the export's Arrow data compressed, until the run ends.
 """
 
 from __future__ import annotations
@@ -80,14 +80,24 @@ _MOST_RUNS = 64
 """A batch gathered from fewer runs of consecutive spooled rows is made of slices of them."""
 
 
-def _round_rows(part: tuple[str, int, int]) -> pa.RecordBatch:
-    """The rows of one day in one round file, memory-mapped (the map closes with the last batch
-    made from them), without the helper columns.
-    """
-    path, first, count = part
-    with pa.memory_map(path, "r") as mapped:
-        rows = pa.ipc.open_file(mapped).read_all().slice(first, count)
-    batches = rows.drop_columns([DAY_COLUMN, SEQUENCE_COLUMN]).to_batches()
+_SPOOL_BATCH_ROWS = 16_384
+"""Rows per record batch of a round file (each holds one day's rows)."""
+_SPOOL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+"""Round files are LZ4-compressed: a third of the bytes to write and read back, at little CPU."""
+
+
+def _read_batches(path: str, first: int, count: int, columns: list[int] | None = None) -> pa.Table:
+    """Record batches ``first`` to ``first + count`` of a round file (only ``columns``, by index, if given)."""
+    options = pa.ipc.IpcReadOptions(included_fields=columns) if columns is not None else None
+    with pa.OSFile(path, "rb") as source:
+        reader = pa.ipc.open_file(source, options=options)
+        return pa.Table.from_batches([reader.get_batch(i) for i in range(first, first + count)], schema=reader.schema)
+
+
+def _round_rows(part: tuple[str, int, int, int]) -> pa.RecordBatch:
+    """The rows of one day in one round file, without the helper columns."""
+    path, first, count, _rows = part
+    batches = _read_batches(path, first, count).drop_columns([DAY_COLUMN, SEQUENCE_COLUMN]).to_batches()
     return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
 
 
@@ -100,14 +110,15 @@ def spool_schema(schema: pa.Schema) -> pa.Schema:
 class _Round:
     path: str
     index: dict[int, tuple[int, int]]  # day -> (offset, rows)
+    batches: dict[int, tuple[int, int]]  # day -> (first record batch, record batches)
 
 
 class DaySpool:
     """Rows grouped by UTC day on local disk, with at most ``max_buffered_rows`` rows (and about
     ``max_buffered_bytes`` of Arrow data) in memory.
 
-    Reading a day back memory-maps the round files afresh and slices that day out of each; the
-    maps are released with the returned table, so pages of days already read do not stay resident.
+    Round files are LZ4-compressed Arrow IPC files, each day's rows in record batches of their
+    own: reading a day back reads (and inflates) only that day's batches, or only some columns.
 
     :param directory: a local directory for the round files (removed by :meth:`close`' caller).
     :param schema: the schema of the batches added (with the helper columns, see :func:`spool_schema`).
@@ -167,9 +178,16 @@ class DaySpool:
             index[entry["values"]] = (offset, entry["counts"])
             offset += entry["counts"]
         path = os.path.join(self.directory, f"round-{len(self._rounds):05d}.arrow")
-        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
-            writer.write_table(table, max_chunksize=64 * 1024)
-        self._rounds.append(_Round(path, index))
+        batches: dict[int, tuple[int, int]] = {}
+        written = 0
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, self.schema, options=_SPOOL_OPTIONS) as writer:
+            for day, (offset, rows) in index.items():  # each day's rows in batches of their own
+                pieces = table.slice(offset, rows).to_batches(max_chunksize=_SPOOL_BATCH_ROWS)
+                for piece in pieces:
+                    writer.write_batch(piece)
+                batches[day] = (written, len(pieces))
+                written += len(pieces)
+        self._rounds.append(_Round(path, index, batches))
 
     def days(self) -> list[int]:
         """Every day holding rows (days since the epoch), in order; flushes the buffer first."""
@@ -179,31 +197,30 @@ class DaySpool:
             found.update(spilled.index)
         return sorted(found)
 
-    def read_day(self, day: int) -> pa.Table:
-        """All rows of ``day`` (arrival order within each round), memory-mapped: nothing is
-        copied until the rows are used, and the maps close when the table is released.
+    def read_day(self, day: int, columns: list[str] | None = None) -> pa.Table:
+        """All rows of ``day`` (arrival order within each round), or only some columns of them:
+        only the record batches of that day are read from each round file.
         """
         self.flush()
-        parts = []
-        for spilled in self._rounds:
-            where = spilled.index.get(day)
-            if where is None:
-                continue
-            parts.append(pa.ipc.open_file(pa.memory_map(spilled.path, "r")).read_all().slice(*where))
+        fields = None if columns is None else [self.schema.get_field_index(name) for name in columns]
+        parts = [_read_batches(spilled.path, *spilled.batches[day], fields) for spilled in self._rounds if day in spilled.batches]
         if not parts:
-            return self.schema.empty_table()
-        return pa.concat_tables(parts)
+            schema = self.schema if columns is None else pa.schema([self.schema.field(name) for name in columns])
+            return schema.empty_table()
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
-    def day_parts(self, day: int) -> list[tuple[str, int, int]]:
-        """Where the rows of ``day`` are: ``(round file, first row, rows)``, in :meth:`read_day`'s order."""
+    def day_parts(self, day: int) -> list[tuple[str, int, int, int]]:
+        """Where the rows of ``day`` are: ``(round file, first batch, batches, rows)``, in :meth:`read_day`'s order."""
         self.flush()
-        return [(spilled.path, *spilled.index[day]) for spilled in self._rounds if day in spilled.index]
+        return [(s.path, *s.batches[day], s.index[day][1]) for s in self._rounds if day in s.batches]
 
     def select(self, columns: list[str]) -> Iterator[pa.Table]:
-        """Some columns of every row, round by round (memory-mapped; flushes the buffer first)."""
+        """Some columns of every row, round by round (flushes the buffer first)."""
         self.flush()
+        fields = [self.schema.get_field_index(name) for name in columns]
         for spilled in self._rounds:
-            yield pa.ipc.open_file(pa.memory_map(spilled.path, "r")).read_all().select(columns)
+            count = sum(batches for _, batches in spilled.batches.values())
+            yield _read_batches(spilled.path, 0, count, fields)
 
     def close(self) -> None:
         """Drop the buffered rows (the round files stay for the caller to remove)."""
@@ -370,31 +387,34 @@ class RawExportBuffer:
         not the whole day. Consume each day's batches before the next day. A day whose every row
         was superseded by a later version in another day is left out.
         """
+        keys = list(dict.fromkeys(["uid", "ingest_timestamp", self.time_column, SEQUENCE_COLUMN]))
         for day in self.spool.days():
-            table = self.spool.read_day(day)
+            table = self.spool.read_day(day, keys)
             order = self._kept_order(table)
             self.counts.duplicates += table.num_rows - len(order)
-            del table  # its maps close: only the key columns' pages were read
+            del table
             if not len(order):
                 continue
             yield date.fromordinal(_EPOCH_DAY.toordinal() + day), self._chunks(self.spool.day_parts(day), order, chunk_rows)
 
     @staticmethod
-    def _chunks(parts: list[tuple[str, int, int]], order: pa.Array, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    def _chunks(parts: list[tuple[str, int, int, int]], order: pa.Array, chunk_rows: int) -> Iterator[pa.RecordBatch]:
         """The day's rows of ``order`` (positions in the day, as :meth:`DaySpool.read_day` lays them
-        out), in batches of ``chunk_rows``, made of slices of the memory-mapped round files (or
-        gathered from them when the rows are far from file order). A round's map lives only as
-        long as the batches made from it: a day's data is never all mapped (mapped pages count in
-        the process's memory), and no take runs on the whole day (it would first copy the day
+        out), in batches of ``chunk_rows``, made of slices of the day's rows of the round files
+        they draw on (or gathered from them when the rows are far from file order). Only those
+        rounds' rows of the day are read, and kept while the next batch draws on them too: a day
+        is never all in memory, and no take runs on the whole day (it would first copy the day
         into one array, for every batch).
         """
-        starts = np.cumsum([0] + [rows for _, _, rows in parts])
+        starts = np.cumsum([0] + [rows for _, _, _, rows in parts])
+        cached: dict[int, pa.RecordBatch] = {}  # the rounds the last batch drew on
         positions = np.asarray(order, dtype=np.int64)
         for offset in range(0, len(positions), chunk_rows):
             wanted = positions[offset : offset + chunk_rows]
             source = np.searchsorted(starts, wanted, side="right") - 1
             breaks = np.flatnonzero((np.diff(wanted) != 1) | (np.diff(source) != 0)) + 1
-            rounds = {number: _round_rows(parts[number]) for number in np.unique(source).tolist()}
+            rounds = {n: cached[n] if n in cached else _round_rows(parts[n]) for n in np.unique(source).tolist()}
+            cached = rounds
             if len(breaks) < _MOST_RUNS:  # few runs of consecutive rows (a file near day order): slices
                 pieces = []
                 for run in np.split(np.arange(len(wanted)), breaks):
@@ -412,11 +432,10 @@ class RawExportBuffer:
                 arrival = np.concatenate(picked)
                 if (np.diff(arrival) < 0).any():
                     batch = batch.take(pa.array(np.argsort(arrival, kind="stable"), type=pa.int64()))
-            del rounds
             yield batch
 
     def close(self) -> None:
-        """Release buffers, memory maps and the seen-keys file."""
+        """Release buffers and the seen-keys file."""
         self.spool.close()
         if self._seen is not None:
             self._seen.close()

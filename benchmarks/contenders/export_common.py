@@ -8,10 +8,13 @@ imports excluded) and prints one ``BENCH_RESULT {json}`` line, as the extract co
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -32,9 +35,6 @@ class ExportSpec:
     :param days: how many days, from ``start``.
     :param out_dir: an empty directory the contender may write to.
     :param expected: records in the export file (for the contender's own sanity, not enforced here).
-    :param check: the digest of every partition a correct run writes, by partition name
-        (``activity_date=2026-11-01``); the provider compares its output after its clock stopped.
-        Empty: no check.
     :param options: contender switches (none yet).
     """
 
@@ -45,7 +45,6 @@ class ExportSpec:
     days: int
     out_dir: str
     expected: int = 0
-    check: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -116,13 +115,27 @@ def export_data(session: Any, spec: ExportSpec, poll_interval: float = 0.01) -> 
     return answer
 
 
-def partition_digest(rows: list[dict[str, Any]]) -> str:
+def partition_digest(rows: Iterable[dict[str, Any]]) -> str:
     """The sha256 of a partition's rows, in order, nested values included (as ``to_pylist`` gives them).
 
-    :param rows: the partition's rows (``pa.Table.to_pylist()``).
+    :param rows: the partition's rows (``pa.Table.to_pylist()``, or batch by batch).
     """
     digest = hashlib.sha256()
     for row in rows:
         digest.update(json.dumps(row, sort_keys=True, default=str, ensure_ascii=False).encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def lake_digests(directory: str) -> dict[str, str]:
+    """:func:`partition_digest` of every ``activity_date=...`` partition below ``directory``, read
+    one batch at a time.
+    """
+    import pyarrow.parquet as pq
+
+    found = {}
+    for partition in sorted(glob.glob(os.path.join(directory, "activity_date=*"))):
+        paths = sorted(glob.glob(os.path.join(partition, "*.parquet")))
+        rows = (row for path in paths for batch in pq.ParquetFile(path).iter_batches(1024) for row in batch.to_pylist())
+        found[os.path.basename(partition)] = partition_digest(rows)
+    return found
