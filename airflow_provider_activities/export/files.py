@@ -15,14 +15,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import queue
-import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import IO, Any
 
+from airflow_provider_activities._threads import read_ahead
 from airflow_provider_activities.api.errors import InvalidResponseError
 
 _gzip: ModuleType = gzip
@@ -261,40 +260,7 @@ def iter_export_blocks(path: str, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Ite
     :param path: the downloaded file (gzip or plain JSON Lines).
     :param block_bytes: bytes read at a time; a line longer than that makes its block longer.
     """
-    handoff: queue.Queue[tuple[ExportBlock | None, BaseException | None]] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def put(item: tuple[ExportBlock | None, BaseException | None]) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for block in _read_blocks(path, block_bytes):
-                if not put((block, None)):
-                    return
-            put((None, None))
-        except BaseException as err:  # handed to the consumer
-            put((None, err))
-
-    reader = threading.Thread(target=produce, name="peopleai-export-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            block, error = handoff.get()
-            if error is not None:
-                raise error
-            if block is None:
-                return
-            yield block
-    finally:
-        stop.set()
-        reader.join()
+    return read_ahead(_read_blocks(path, block_bytes), depth=1, name="peopleai-export-reader")
 
 
 def _read_blocks(path: str, block_bytes: int) -> Iterator[ExportBlock]:
