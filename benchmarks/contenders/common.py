@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import resource
 import sys
 import time
@@ -130,3 +132,21 @@ def without_pandas() -> None:
     benchmark's own extra to whichever contender converts first. Call before importing pyarrow.
     """
     sys.meta_path.insert(0, _NoPandas())  # type: ignore[arg-type]
+
+
+def provider_process(base_url: str, client_id: str, client_secret: str, extra: dict[str, Any], out_dir: str) -> None:
+    """Set this process up as the provider's contenders run: no pandas, ``peopleai_default``
+    pointing at the sandbox with ``extra``, and what Airflow's task runner has done before any
+    operator runs, which would otherwise be imported inside the timed run (as dlt's imports are
+    done before its clock starts): the secrets masker's set-up (settings and secrets backends) and
+    the filesystem registry (boto3 and friends on the first ``.fs``).
+    """
+    without_pandas()
+    os.environ["AIRFLOW_CONN_PEOPLEAI_DEFAULT"] = json.dumps(
+        {"conn_type": "peopleai", "host": base_url, "login": client_id, "password": client_secret, "extra": extra}
+    )
+    from airflow_provider_activities.compat import ObjectStoragePath, mask_secret
+
+    logging.getLogger("airflow").setLevel(logging.WARNING)
+    mask_secret("peopleai-bench-warm-up")
+    ObjectStoragePath(f"file://{out_dir}").fs  # noqa: B018 - loads the filesystem registry

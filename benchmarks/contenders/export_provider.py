@@ -12,11 +12,9 @@ the runner's process, so that reading them back does not count in this one's mem
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 
-from benchmarks.contenders.common import Clock, emit, without_pandas
+from benchmarks.contenders.common import Clock, emit, provider_process
 from benchmarks.contenders.export_common import ExportSpec
 
 POLL_INTERVAL = 0.01
@@ -24,23 +22,9 @@ POLL_INTERVAL = 0.01
 
 def main() -> None:
     spec = ExportSpec.from_argv()
-    without_pandas()
-    os.environ["AIRFLOW_CONN_PEOPLEAI_DEFAULT"] = json.dumps(
-        {
-            "conn_type": "peopleai",
-            "host": spec.base_url,
-            "login": spec.client_id,
-            "password": spec.client_secret,
-            "extra": {"requests_per_second": 10_000.0},
-        }
-    )
-    from airflow_provider_activities.compat import ObjectStoragePath, mask_secret
+    provider_process(spec.base_url, spec.client_id, spec.client_secret, {"requests_per_second": 10_000.0}, spec.out_dir)
     from airflow_provider_activities.operators.export import PeopleAIExportActivitiesToParquetOperator
 
-    logging.getLogger("airflow").setLevel(logging.WARNING)
-    # What Airflow's task runner has done before any operator runs (see the extract provider contender).
-    mask_secret("peopleai-bench-warm-up")
-    ObjectStoragePath(f"file://{spec.out_dir}").fs  # noqa: B018 - loads the filesystem registry
     lake = os.path.join(spec.out_dir, "lake")
     clock = Clock()
     clock.start()

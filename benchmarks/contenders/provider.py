@@ -13,12 +13,9 @@ from the server, 5 requests/s, 10 in flight).
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from datetime import date, timedelta
 
-from benchmarks.contenders.common import Clock, Spec, emit, without_pandas
+from benchmarks.contenders.common import Clock, Spec, emit, provider_process
 
 CPU_BOUND_RATE = 10_000.0
 """``requests_per_second`` when the spec sets no rate: high enough that the client never paces."""
@@ -37,26 +34,9 @@ def connection_extras(spec: Spec) -> dict[str, object]:
 
 def main() -> None:
     spec = Spec.from_argv()
-    without_pandas()
-    os.environ["AIRFLOW_CONN_PEOPLEAI_DEFAULT"] = json.dumps(
-        {
-            "conn_type": "peopleai",
-            "host": spec.base_url,
-            "login": spec.client_id,
-            "password": spec.client_secret,
-            "extra": connection_extras(spec),
-        }
-    )
-    from airflow_provider_activities.compat import ObjectStoragePath, mask_secret
+    provider_process(spec.base_url, spec.client_id, spec.client_secret, connection_extras(spec), spec.out_dir)
     from airflow_provider_activities.operators.peopleai import PeopleAIActivitiesToParquetOperator
 
-    logging.getLogger("airflow").setLevel(logging.WARNING)
-    # What Airflow's task runner has done before any operator runs, and what would otherwise be
-    # imported inside the timed run (as dlt's imports are done before its clock starts): the
-    # secrets masker's set-up (settings and secrets backends, ~0.5 s on the first mask_secret) and
-    # the filesystem registry (boto3 and friends on the first ``.fs``, ~0.6 s).
-    mask_secret("peopleai-bench-warm-up")
-    ObjectStoragePath(f"file://{spec.out_dir}").fs  # noqa: B018 - loads the filesystem registry
     day = date.fromisoformat(spec.day)
     clock = Clock()
     clock.start()
