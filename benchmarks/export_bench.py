@@ -32,9 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -45,6 +42,7 @@ from typing import Any
 
 from benchmarks.contenders.export_common import ExportSpec, lake_digests
 from benchmarks.export_server import CLIENT_ID, CLIENT_SECRET, DEFAULT_CACHE
+from benchmarks.servers import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 CONTENDERS = ("provider", "naive", "floor")
@@ -143,35 +141,15 @@ class Serving:
         return self.file_bytes / 1e6 / self.download_s if self.download_s > 0 else 0.0
 
 
-class ExportServer:
+class ExportServer(ServerProcess):
     """:mod:`benchmarks.export_server` in its own process."""
 
     def __init__(self, activities: int, days: int, check: bool, env: dict[str, str], cache: Path = DEFAULT_CACHE) -> None:
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's stderr, closed in stop()
-        command = [
-            sys.executable,
-            "-m",
-            "benchmarks.export_server",
-            "--activities",
-            str(activities),
-            "--days",
-            str(days),
-            "--start",
-            START,
-            "--cache-dir",
-            str(cache),
-        ] + (["--check"] if check else [])
-        self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
-        lines: dict[str, str] = {}
-        while True:
-            line = self.process.stdout.readline() if self.process.stdout else ""
-            if not line:
-                self._stderr.seek(0)
-                raise RuntimeError(f"the export server exited: {self._stderr.read().decode(errors='replace')[-2000:]}")
-            if line.strip() == "READY":
-                break
-            key, _, value = line.strip().partition("=")
-            lines[key] = value
+        args = ["--activities", str(activities), "--days", str(days), "--start", START, "--cache-dir", str(cache)]
+        if check:
+            args.append("--check")
+        super().__init__("benchmarks.export_server", args, env, lambda lines: "READY" in lines, "export server")
+        lines = self.lines
         self.base_url = lines["PEOPLEAI_SANDBOX_URL"]
         self.file_url = lines["EXPORT_FILE_URL"]
         self.records = int(lines["EXPORT_RECORDS"])
@@ -186,19 +164,6 @@ class ExportServer:
             while answer.read(1 << 20):
                 pass
         return time.perf_counter() - began
-
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL after 15 s)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout:
-            self.process.stdout.close()
-        self._stderr.close()
 
 
 def measure(

@@ -89,6 +89,7 @@ from typing import Any
 from benchmarks import export_bench
 from benchmarks.contenders import CONTENDER_OPTIONS, CONTENDERS, MODULES, TRANSPORTS
 from benchmarks.contenders.common import RESULT_PREFIX, Spec
+from benchmarks.servers import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -145,7 +146,7 @@ class Result:
 # ----- the sandbox process --------------------------------------------------------------------------
 
 
-class SandboxProcess:
+class SandboxProcess(ServerProcess):
     """:mod:`benchmarks.sandbox_server` in its own process, with its control port."""
 
     def __init__(
@@ -153,23 +154,11 @@ class SandboxProcess:
     ) -> None:
         self.activities = activities
         self.day = day
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - the server's stderr, closed in stop()
         pages = [] if max_page_size is None else ["--max-page-size", str(max_page_size)]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.sandbox_server", "--activities", str(activities), "--days", str(days),
-             "--start", day.isoformat(), *pages],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
-        )
-        lines: dict[str, str] = {}
-        while len(lines) < 3:
-            line = self.process.stdout.readline() if self.process.stdout else ""
-            if not line:
-                self._stderr.seek(0)
-                raise RuntimeError(f"the sandbox process exited: {self._stderr.read().decode(errors='replace')[-2000:]}")
-            key, _, value = line.strip().partition("=")
-            lines[key] = value
-        self.base_url = lines["PEOPLEAI_SANDBOX_URL"]
-        self.control_url = lines["BENCH_CONTROL_URL"]
+        args = ["--activities", str(activities), "--days", str(days), "--start", day.isoformat(), *pages]
+        super().__init__("benchmarks.sandbox_server", args, env, lambda lines: len(lines) >= 3, "sandbox process")
+        self.base_url = self.lines["PEOPLEAI_SANDBOX_URL"]
+        self.control_url = self.lines["BENCH_CONTROL_URL"]
 
     def control(self, path: str, post: bool = False) -> dict[str, Any]:
         request = urllib.request.Request(self.control_url + path, data=b"" if post else None, method="POST" if post else "GET")
@@ -178,18 +167,6 @@ class SandboxProcess:
 
     def limits(self, rate_limit: float | None, latency: float) -> None:
         self.control(f"/config?rate_limit={rate_limit if rate_limit else 'none'}&latency={latency}", post=True)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout:
-            self.process.stdout.close()
-        self._stderr.close()
 
 
 # ----- one contender run -----------------------------------------------------------------------------
