@@ -72,7 +72,7 @@ def test_a_capped_server_takes_ceil_records_over_its_cap_requests(monkeypatch: p
         assert len(data_requests(sb)) <= math.ceil(records / cap) + 2
 
 
-@pytest.mark.parametrize("largest", [20_000, 3_000])
+@pytest.mark.parametrize("largest", [15_000, 3_000])
 def test_a_server_refusing_large_limits_with_400_is_probed_then_read_exactly(
     monkeypatch: pytest.MonkeyPatch, largest: int
 ) -> None:
@@ -140,6 +140,17 @@ class TestPageSizes:
         sizes = PageSizes()
         sizes.served(FIRST_PAGE_SIZE, self.page(FIRST_PAGE_SIZE, 10**6, body_bytes=FIRST_PAGE_SIZE * 100), 0)
         assert sizes.limit() == 100_000
+
+    def test_a_size_barely_above_one_known_to_work_is_not_probed(self) -> None:
+        """Growing by less than a quarter would risk a refused page per page in flight for little."""
+        sizes = PageSizes()
+        record_bytes = PAGE_BYTES_BUDGET // (FIRST_PAGE_SIZE * 21 // 20)  # the budget: 5% more records
+        sizes.served(FIRST_PAGE_SIZE, self.page(FIRST_PAGE_SIZE, 10**6, body_bytes=FIRST_PAGE_SIZE * record_bytes), 0)
+        assert sizes.limit() == FIRST_PAGE_SIZE
+        sizes = PageSizes()
+        record_bytes = PAGE_BYTES_BUDGET // (FIRST_PAGE_SIZE * 2)  # twice as many: worth it
+        sizes.served(FIRST_PAGE_SIZE, self.page(FIRST_PAGE_SIZE, 10**6, body_bytes=FIRST_PAGE_SIZE * record_bytes), 0)
+        assert sizes.limit() == 2 * FIRST_PAGE_SIZE
 
     def test_a_meta_limit_below_the_limit_asked_is_a_cap(self) -> None:
         sizes = PageSizes()

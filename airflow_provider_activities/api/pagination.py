@@ -40,15 +40,18 @@ from airflow_provider_activities.api.protocol import Page, page_request
 
 MAX_PAGE_SIZE = 100_000
 """The largest ``limit`` the API documents."""
-FIRST_PAGE_SIZE = 25_000
-"""The ``limit`` of a process's first page from an endpoint: large, yet its body (about 20 MB of
+FIRST_PAGE_SIZE = 20_000
+"""The ``limit`` of a process's first page from an endpoint: large, yet its body (about 16 MB of
 activities) stays near :data:`PAGE_BYTES_BUDGET` before the size of a record is known."""
 MIN_PAGE_SIZE = 100
 """The smallest ``limit`` the client shrinks to after 400 answers."""
-PAGE_BYTES_BUDGET = 32 * 1024 * 1024
-"""The body size a page is sized for, once the size of a record is known."""
-IN_FLIGHT_BYTES_BUDGET = 64 * 1024 * 1024
-"""The bodies of all pages in flight at once: fewer pages are fetched ahead when they are large."""
+PAGE_BYTES_BUDGET = 16 * 1024 * 1024
+"""The body size a page is sized for, once the size of a record is known. At 5 requests a second
+pages of this size carry more records than one CPU parses, so larger ones would not be faster:
+they would only hold more memory (a body, its parse and its Arrow columns at once)."""
+IN_FLIGHT_BYTES_BUDGET = 32 * 1024 * 1024
+"""The bodies of all pages in flight at once: fewer pages are fetched ahead when they are large
+(two pages of :data:`PAGE_BYTES_BUDGET`: one is received while the other is parsed)."""
 
 
 class Logger(Protocol):
@@ -192,6 +195,10 @@ class PageSizes:
                 size = int(PAGE_BYTES_BUDGET // max(self.record_bytes, 1.0))
                 size = size - size % 1000 if size >= 2000 else size
             size = min(size, MAX_PAGE_SIZE)
+            if self.works is not None and self.works < size < self.works * 5 // 4:
+                # Not worth a probe: every page in flight would ask an untried size the server may
+                # refuse, for a gain of less than a quarter fewer requests.
+                size = self.works
             if self.cap is not None:
                 size = min(size, self.cap)
             if self.refused is not None:  # never above a size known to work again
