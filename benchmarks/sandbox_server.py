@@ -39,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from airflow_provider_activities.testing._endpoints import ActivityPages
 from airflow_provider_activities.testing.sandbox import Sandbox
 
 UTC = timezone.utc
@@ -48,16 +49,18 @@ DATA_PATH_PREFIX = "/v0/public/"
 """The data endpoints' paths start so (the token endpoint's does not)."""
 
 
-class BenchSandbox(Sandbox):
-    """The sandbox with every activity encoded once and kept, so pages of any size come from cache.
+class BlockCachedPages(ActivityPages):
+    """The data endpoints with every activity encoded once and kept, so pages of any size come
+    from cache.
 
     Pages of activities are the sandbox's own bytes: each record formatted and ``json.dumps``-ed
-    as :meth:`Sandbox._page_bytes` does, joined with ``,`` between brackets (what ``json.dumps``
-    of the list gives with the same separators). Participant pages are left to the sandbox.
+    as :meth:`ActivityPages._page_bytes` does, joined with ``,`` between brackets (what
+    ``json.dumps`` of the list gives with the same separators). Participant pages are left to
+    the sandbox.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._blocks: dict[tuple[Any, ...], list[bytes]] = {}
         self._blocks_lock = threading.Lock()
 
@@ -83,6 +86,12 @@ class BenchSandbox(Sandbox):
         encoded = [json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") for record in records]
         with self._blocks_lock:
             return self._blocks.setdefault(key, encoded)
+
+
+class BenchSandbox(Sandbox):
+    """The sandbox serving activity pages from :class:`BlockCachedPages`."""
+
+    _pages_type = BlockCachedPages
 
 
 def log_summary(sandbox: Sandbox) -> dict[str, Any]:

@@ -178,3 +178,34 @@ def test_the_backfill_scenario_runs_every_day_exactly_in_each_mode(tmp_path):
     report = (tmp_path / "latest.md").read_text()
     assert f"## Backfill: {days} daily intervals" in report
     assert "| pool of 1: one worker, one day at a time | 1 |" in report
+
+
+def test_the_benchmark_sandbox_serves_pages_from_its_record_cache():
+    """The benchmark's sandbox builds every page from records encoded once, as the plain sandbox would.
+
+    Whatever the page sizes, its pages are the plain sandbox's bytes. Its pages once silently fell
+    back to the plain sandbox's bounded page cache, which made every benchmark above 100,000
+    records bound by the sandbox.
+    """
+    from datetime import datetime, timezone
+
+    import requests
+
+    from airflow_provider_activities.testing.sandbox import Sandbox
+    from benchmarks.sandbox_server import BLOCK, BenchSandbox
+
+    start = datetime(2026, 11, 2, tzinfo=timezone.utc)
+    settings = dict(seed=3, activities=2 * BLOCK + 500, start=start, days=1, rate_limit=None)
+    with BenchSandbox(**settings) as bench, Sandbox(**settings) as plain:
+        for offset, limit in [(0, 700), (700, 2000), (2700, 100)]:
+            pages = []
+            for sandbox in (bench, plain):
+                session = requests.Session()
+                token = session.post(sandbox.base_url + "/auth/v1/tokens", data={
+                    "grant_type": "client_credentials", "client_id": sandbox.client_id,
+                    "client_secret": sandbox.client_secret}).json()["access_token"]
+                answer = session.get(sandbox.base_url + "/v0/public/activities", headers={"Authorization": f"Bearer {token}"},
+                                     params={"from": "2026-11-02", "to": "2026-11-02", "offset": offset, "limit": limit})
+                pages.append(answer.content)
+            assert pages[0] == pages[1]
+        assert len(bench._pages._blocks) == 3  # three blocks of records encoded, each once

@@ -102,6 +102,11 @@ class Sandbox:
     :param max_page_size: the largest ``limit`` accepted; above it answers 400.
     """
 
+    _pages_type: type[ActivityPages] = ActivityPages
+    """What serves the data endpoints; a subclass may encode pages its own way (the benchmark's
+    sandbox keeps every record encoded, so that pages of any size come from its cache)."""
+
+
     def __init__(
         self,
         seed: int = 0,
@@ -139,7 +144,7 @@ class Sandbox:
         self._tokens = Tokens(seed, client_id, client_secret, token_ttl, self.faults, self._log, errors)
         self.export = ExportService(self._gen, self._store, client_secret)
         """The bulk export API: its knobs (``export.settings``), jobs and files (see :mod:`._export`)."""
-        self._pages = ActivityPages(
+        self._pages = self._pages_type(
             self._gen,
             self._store,
             self.faults,
