@@ -72,7 +72,7 @@ def test_a_capped_server_takes_ceil_records_over_its_cap_requests(monkeypatch: p
         assert len(data_requests(sb)) <= math.ceil(records / cap) + 2
 
 
-@pytest.mark.parametrize("largest", [15_000, 3_000])
+@pytest.mark.parametrize("largest", [20_000, 3_000])
 def test_a_server_refusing_large_limits_with_400_is_probed_then_read_exactly(
     monkeypatch: pytest.MonkeyPatch, largest: int
 ) -> None:

@@ -40,18 +40,18 @@ from airflow_provider_activities.api.protocol import Page, page_request
 
 MAX_PAGE_SIZE = 100_000
 """The largest ``limit`` the API documents."""
-FIRST_PAGE_SIZE = 20_000
-"""The ``limit`` of a process's first page from an endpoint: large, yet its body (about 16 MB of
+FIRST_PAGE_SIZE = 25_000
+"""The ``limit`` of a process's first page from an endpoint: large, yet its body (about 20 MB of
 activities) stays near :data:`PAGE_BYTES_BUDGET` before the size of a record is known."""
 MIN_PAGE_SIZE = 100
 """The smallest ``limit`` the client shrinks to after 400 answers."""
-PAGE_BYTES_BUDGET = 16 * 1024 * 1024
-"""The body size a page is sized for, once the size of a record is known. At 5 requests a second
-pages of this size carry more records than one CPU parses, so larger ones would not be faster:
-they would only hold more memory (a body, its parse and its Arrow columns at once)."""
-IN_FLIGHT_BYTES_BUDGET = 32 * 1024 * 1024
+PAGE_BYTES_BUDGET = 32 * 1024 * 1024
+"""The body size a page is sized for, once the size of a record is known. Larger pages mean fewer
+requests against the rate limit, and more memory: a body, its parse and its Arrow columns at once."""
+IN_FLIGHT_BYTES_BUDGET = 64 * 1024 * 1024
 """The bodies of all pages in flight at once: fewer pages are fetched ahead when they are large
-(two pages of :data:`PAGE_BYTES_BUDGET`: one is received while the other is parsed)."""
+(two pages of :data:`PAGE_BYTES_BUDGET`, so one is received while the other is parsed; one page
+in flight would leave the API idle while it is parsed)."""
 
 
 class Logger(Protocol):
