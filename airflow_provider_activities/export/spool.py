@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -113,6 +114,29 @@ class _Round:
     batches: dict[int, tuple[int, int]]  # day -> (first record batch, record batches)
 
 
+def _write_round(path: str, table: pa.Table, schema: pa.Schema) -> _Round:
+    """Write ``table`` (rows in arrival order) to the round file ``path``, sorted by day then arrival."""
+    days = np.asarray(table.column(DAY_COLUMN).combine_chunks(), dtype=np.int32)
+    if (np.diff(days) < 0).any():  # rows arrive in file order: sorting is needed unless the file is in day order
+        table = table.take(pc.sort_indices(table, sort_keys=[(DAY_COLUMN, "ascending"), (SEQUENCE_COLUMN, "ascending")]))
+    counts = pc.value_counts(table.column(DAY_COLUMN)).to_pylist()
+    index: dict[int, tuple[int, int]] = {}
+    offset = 0
+    for entry in sorted(counts, key=lambda item: item["values"]):
+        index[entry["values"]] = (offset, entry["counts"])
+        offset += entry["counts"]
+    batches: dict[int, tuple[int, int]] = {}
+    written = 0
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema, options=_SPOOL_OPTIONS) as writer:
+        for day, (offset, rows) in index.items():  # each day's rows in batches of their own
+            pieces = table.slice(offset, rows).to_batches(max_chunksize=_SPOOL_BATCH_ROWS)
+            for piece in pieces:
+                writer.write_batch(piece)
+            batches[day] = (written, len(pieces))
+            written += len(pieces)
+    return _Round(path, index, batches)
+
+
 class DaySpool:
     """Rows grouped by UTC day on local disk, with at most ``max_buffered_rows`` rows (and about
     ``max_buffered_bytes`` of Arrow data) in memory.
@@ -141,6 +165,8 @@ class DaySpool:
         self._buffered = 0
         self._buffered_bytes = 0
         self._rounds: list[_Round] = []
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: Future[_Round] | None = None
 
     @property
     def buffered_rows(self) -> int:
@@ -149,8 +175,8 @@ class DaySpool:
 
     @property
     def rounds(self) -> int:
-        """Round files written so far."""
-        return len(self._rounds)
+        """Round files written so far (the one being written included)."""
+        return len(self._rounds) + (self._writing is not None)
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Add rows (with their :data:`DAY_COLUMN` and :data:`SEQUENCE_COLUMN`)."""
@@ -163,35 +189,35 @@ class DaySpool:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered rows out as one round, sorted by day then arrival."""
+        """Write the buffered rows out as one round, sorted by day then arrival.
+
+        The round is sorted and written by a thread of its own (Arrow's sort, take, compression and
+        writes release the GIL) while the caller converts the next rows; one round at a time.
+        """
         if not self._buffered:
             return
         table = pa.Table.from_batches(self._buffer, schema=self.schema)
         self._buffer, self._buffered, self._buffered_bytes = [], 0, 0
-        days = np.asarray(table.column(DAY_COLUMN).combine_chunks(), dtype=np.int32)
-        if (np.diff(days) < 0).any():  # rows arrive in file order: sorting is needed unless the file is in day order
-            table = table.take(pc.sort_indices(table, sort_keys=[(DAY_COLUMN, "ascending"), (SEQUENCE_COLUMN, "ascending")]))
-        counts = pc.value_counts(table.column(DAY_COLUMN)).to_pylist()
-        index: dict[int, tuple[int, int]] = {}
-        offset = 0
-        for entry in sorted(counts, key=lambda item: item["values"]):
-            index[entry["values"]] = (offset, entry["counts"])
-            offset += entry["counts"]
+        self._settle()
         path = os.path.join(self.directory, f"round-{len(self._rounds):05d}.arrow")
-        batches: dict[int, tuple[int, int]] = {}
-        written = 0
-        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, self.schema, options=_SPOOL_OPTIONS) as writer:
-            for day, (offset, rows) in index.items():  # each day's rows in batches of their own
-                pieces = table.slice(offset, rows).to_batches(max_chunksize=_SPOOL_BATCH_ROWS)
-                for piece in pieces:
-                    writer.write_batch(piece)
-                batches[day] = (written, len(pieces))
-                written += len(pieces)
-        self._rounds.append(_Round(path, index, batches))
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peopleai-spool")
+        self._writing = self._writer.submit(_write_round, path, table, self.schema)
+
+    def _settle(self) -> None:
+        """Wait for the round being written, if any (its error is raised here)."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            self._rounds.append(writing.result())
+
+    def _complete(self) -> None:
+        """Every row added is in a round file."""
+        self.flush()
+        self._settle()
 
     def days(self) -> list[int]:
-        """Every day holding rows (days since the epoch), in order; flushes the buffer first."""
-        self.flush()
+        """Every day holding rows (days since the epoch), in order; writes the buffer out first."""
+        self._complete()
         found: set[int] = set()
         for spilled in self._rounds:
             found.update(spilled.index)
@@ -201,7 +227,7 @@ class DaySpool:
         """All rows of ``day`` (arrival order within each round), or only some columns of them:
         only the record batches of that day are read from each round file.
         """
-        self.flush()
+        self._complete()
         fields = None if columns is None else [self.schema.get_field_index(name) for name in columns]
         parts = [_read_batches(spilled.path, *spilled.batches[day], fields) for spilled in self._rounds if day in spilled.batches]
         if not parts:
@@ -211,20 +237,25 @@ class DaySpool:
 
     def day_parts(self, day: int) -> list[tuple[str, int, int, int]]:
         """Where the rows of ``day`` are: ``(round file, first batch, batches, rows)``, in :meth:`read_day`'s order."""
-        self.flush()
+        self._complete()
         return [(s.path, *s.batches[day], s.index[day][1]) for s in self._rounds if day in s.batches]
 
     def select(self, columns: list[str]) -> Iterator[pa.Table]:
-        """Some columns of every row, round by round (flushes the buffer first)."""
-        self.flush()
+        """Some columns of every row, round by round (writes the buffer out first)."""
+        self._complete()
         fields = [self.schema.get_field_index(name) for name in columns]
         for spilled in self._rounds:
             count = sum(batches for _, batches in spilled.batches.values())
             yield _read_batches(spilled.path, 0, count, fields)
 
     def close(self) -> None:
-        """Drop the buffered rows (the round files stay for the caller to remove)."""
+        """Drop the buffered rows, and wait for a round being written (the round files stay for
+        the caller to remove).
+        """
         self._buffer, self._buffered, self._buffered_bytes = [], 0, 0
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer, self._writing = None, None
 
 
 @dataclass
@@ -302,7 +333,7 @@ class RawExportBuffer:
         """
         self.lines.path = path
         before = self.lines.arrow_rows
-        for block in iter_export_blocks(path, self.block_bytes):
+        for block in iter_export_blocks(path, self.block_bytes, prepare=self.lines.read):
             self.add_table(self.lines.convert(block))
         self.counts.arrow += self.lines.arrow_rows - before
 
