@@ -25,11 +25,12 @@ The pieces, in the order a run uses them:
   tie), then orders the rows by the day's time column and ``uid``, so the output depends on the
   records only, not on their order in the file. Only the key columns are read to decide.
 * :meth:`RawExportBuffer.day_batches` hands each day's kept rows over in batches of
-  :data:`DEFAULT_CHUNK_ROWS`, gathered one at a time from the spool.
+  :data:`DEFAULT_CHUNK_ROWS`, gathered one at a time from the spool (:meth:`RawExportBuffer.rows_by_day`:
+  by a thread of their own, one batch ahead of the writer).
 
-So memory holds the spool's buffer, the seen ``uid`` hashes, one day's key columns and one
-batch (with the day's rows of the rounds it draws on), whatever the size of the export or of a
-day. Local disk holds the spool, the export's Arrow data compressed, until the run ends.
+So memory holds the spool's buffer (and the round being written), the seen ``uid`` hashes, one
+day's key columns and two batches (with the day's rows of the rounds they draw on), whatever the
+size of the export or of a day. Local disk holds the spool, the export's Arrow data compressed, until the run ends.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from airflow_provider_activities._threads import read_ahead
 from airflow_provider_activities.export.files import DEFAULT_BLOCK_BYTES, iter_export_blocks
 from airflow_provider_activities.export.lines import RawLinesConverter
 from airflow_provider_activities.records.convert import RawRecordConverter
@@ -427,6 +429,18 @@ class RawExportBuffer:
             if not len(order):
                 continue
             yield date.fromordinal(_EPOCH_DAY.toordinal() + day), self._chunks(self.spool.day_parts(day), order, chunk_rows)
+
+    def rows_by_day(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[date, pa.RecordBatch]]:
+        """The batches of :meth:`day_batches`, each with its day, gathered by a thread of their own
+        one batch ahead: reading the spool back (inflating, gathering rows; off the GIL) overlaps
+        with what the caller does with the batch before, such as encoding Parquet.
+        """
+        return read_ahead(self._rows_by_day(chunk_rows), depth=1, name="peopleai-export-days")
+
+    def _rows_by_day(self, chunk_rows: int) -> Iterator[tuple[date, pa.RecordBatch]]:
+        for day, batches in self.day_batches(chunk_rows):
+            for batch in batches:
+                yield day, batch
 
     @staticmethod
     def _chunks(parts: list[tuple[str, int, int, int]], order: pa.Array, chunk_rows: int) -> Iterator[pa.RecordBatch]:

@@ -411,10 +411,8 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
                             time.monotonic() - converting,
                             buffer.counts.arrow - by_arrow,
                         )
-                    for day, batches in buffer.day_batches():
-                        partition = f"{self.date_key}={day.isoformat()}"
-                        for batch in batches:
-                            writer.write(partition, batch)
+                    for day, batch in buffer.rows_by_day():
+                        writer.write(f"{self.date_key}={day.isoformat()}", batch)
                     for day_text in days:
                         writer.ensure_partition(f"{self.date_key}={day_text}")
                     files = writer.close()
