@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -134,27 +133,6 @@ class _Lines:
         return self.first_line + int(self.records[record])
 
 
-class _Unread:
-    """The type of :data:`_UNREAD`."""
-
-
-_UNREAD = _Unread()
-"""A range not read by Arrow yet (``None`` is a range Arrow refused)."""
-
-
-@dataclass(frozen=True)
-class ReadBlock:
-    """A block's lines, found, and Arrow's reading of all its records (see :meth:`RawLinesConverter.read`).
-
-    :param lines: where each line starts and ends.
-    :param read: the wire form and table Arrow read, or ``None`` when Arrow refused the block
-        (or was not asked: no records, or Arrow parsing off).
-    """
-
-    lines: _Lines
-    read: tuple[str, pa.Table] | None
-
-
 @dataclass
 class RawLinesConverter:
     """Converts blocks of export lines into tables of the raw schema (see the module's docstring).
@@ -186,7 +164,6 @@ class RawLinesConverter:
             for form, schema in self._wire.items()
         }
         self._forms = list(_WIRE_FORMS)  # the form that worked last first
-        self._forms_lock = threading.Lock()  # blocks are read in the file reader's thread, halves in the caller's
         self._known = {f.name for f in self._fields}
         self._known_nested = set().union(*(_nested_names(f.type) for f in self._fields))
 
@@ -195,42 +172,26 @@ class RawLinesConverter:
         """Names of the unknown fields seen so far (nested ones by path, list indexes as ``[]``)."""
         return self.python.unknown_fields
 
-    def read(self, block: ExportBlock) -> ReadBlock:
-        """The first step of :meth:`convert`: the block's lines found and parsed by Arrow's reader.
-
-        Thread-safe, and most of the parse's cost (Arrow's reader works off the GIL): the file
-        reader runs it a block ahead, in its own thread, while the caller converts the block before.
-        """
-        lines = _Lines.of(block)
-        count = len(lines.records)
-        return ReadBlock(lines, self._read(lines, 0, count) if count and self.arrow else None)
-
-    def convert(self, block: ExportBlock | ReadBlock) -> pa.Table:
-        """The records of ``block`` (or of a block :meth:`read` already read), in order, as a table of :attr:`schema`.
+    def convert(self, block: ExportBlock) -> pa.Table:
+        """The records of ``block``, in order, as a table of :attr:`schema`.
 
         :raises ExportFileError: for a line that is not a JSON object.
         :raises SchemaMismatchError: for a value that does not fit its type.
         """
-        prepared = block if isinstance(block, ReadBlock) else self.read(block)
-        lines = prepared.lines
+        lines = _Lines.of(block)
         count = len(lines.records)
         if not count:
             return self.schema.empty_table()
         if not self.arrow:
             return self._python(lines, np.arange(count))
-        parts = list(self._convert_range(lines, 0, count, prepared.read))
+        parts = list(self._convert_range(lines, 0, count))
         return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
     # -- Arrow, and halves of what it refuses --------------------------------------------------
 
-    def _convert_range(
-        self, lines: _Lines, first: int, stop: int, read: tuple[str, pa.Table] | _Unread | None = _UNREAD
-    ) -> Iterator[pa.Table]:
-        """Records ``first`` to ``stop`` (exclusive): by Arrow, or halved, or the Python way.
-
-        :param read: Arrow's reading of the range when it was already read (``None``: refused).
-        """
-        table = self._read(lines, first, stop) if isinstance(read, _Unread) else read
+    def _convert_range(self, lines: _Lines, first: int, stop: int) -> Iterator[pa.Table]:
+        """Records ``first`` to ``stop`` (exclusive): by Arrow, or halved, or the Python way."""
+        table = self._read(lines, first, stop)
         converted = None if table is None else self._from_arrow(lines, first, stop, table)
         if converted is not None:
             yield converted
@@ -246,9 +207,7 @@ class RawLinesConverter:
         begin = int(lines.starts[lines.records[first]])
         end = int(lines.ends[lines.records[stop - 1]])
         body = pa.py_buffer(lines.data)[begin:end]
-        with self._forms_lock:
-            forms = list(self._forms)
-        for form in forms:
+        for form in list(self._forms):
             try:
                 table = pa_json.read_json(
                     body,
@@ -260,10 +219,9 @@ class RawLinesConverter:
                 continue
             if table.num_rows != stop - first:
                 return None
-            with self._forms_lock:
-                if self._forms[0] != form:
-                    self._forms.remove(form)
-                    self._forms.insert(0, form)
+            if self._forms[0] != form:
+                self._forms.remove(form)
+                self._forms.insert(0, form)
             return form, table
         return None
 

@@ -335,8 +335,10 @@ class RawExportBuffer:
         """
         self.lines.path = path
         before = self.lines.arrow_rows
-        for block in iter_export_blocks(path, self.block_bytes, prepare=self.lines.read):
-            self.add_table(self.lines.convert(block))
+        # Blocks are converted in the file reader's thread, one block ahead: Arrow's parse and
+        # most of the checks release the GIL, and overlap with this thread's spooling of the block before.
+        for table in iter_export_blocks(path, self.block_bytes, prepare=self.lines.convert):
+            self.add_table(table)
         self.counts.arrow += self.lines.arrow_rows - before
 
     def add_table(self, table: pa.Table) -> None:
