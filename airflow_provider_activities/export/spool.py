@@ -71,8 +71,11 @@ DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024
 export records are a few KiB each, so this, not the row cap, usually triggers the spill). Small
 enough that a run of a few tens of thousands of records fills it as a large one does: memory is
 then the same whatever the size of the export."""
-DEFAULT_CHUNK_ROWS = 16_384
-"""Rows per record batch handed to the writer when a day is read back."""
+DEFAULT_CHUNK_ROWS = 8_192
+"""Rows per record batch handed to the writer when a day is read back. Half the export's row group:
+the batch being gathered, the one parked and the writer's buffer then hold little more than a
+row group, however large the days are (the writer joins two batches into a row group; the bytes
+do not depend on how batches are cut)."""
 _EPOCH_DAY = date(1970, 1, 1)
 
 
