@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -366,3 +367,14 @@ class TestDedupAndSpool:
         assert set(spool.read_day(3).column(DAY_COLUMN).to_pylist()) == {3}
         spool.close()
         assert spool.buffered_rows == 0
+
+    def test_a_round_the_spool_thread_cannot_write_fails_the_next_read(self, tmp_path: Path) -> None:
+        """Rounds are written by a thread of their own: its error is raised to the caller, not lost."""
+        missing = tmp_path / "gone"
+        before = set(threading.enumerate())
+        spool = DaySpool(str(missing), spool_batch(["x"], [1], [0]).schema, max_buffered_rows=2)
+        spool.add(spool_batch(["u0", "u1"], [1, 1], [3, 4]))  # a round, handed to the spool's thread
+        with pytest.raises(OSError):
+            spool.days()
+        spool.close()
+        assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("peopleai-spool")]
