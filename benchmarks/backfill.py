@@ -34,9 +34,7 @@ import glob
 import json
 import math
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,19 +42,17 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from airflow_provider_activities.testing.services import RedisServer, free_port, redis_missing, running_redis
 from benchmarks.contenders.common import ACTIVITIES_PATH, RESULT_PREFIX, TOKEN_PATH
 
 MODES = ("shared", "serial", "unshared")
 """The ways the backfill runs, in the order they run and are reported."""
 SHARED_BUSY_TARGET = 1.25
 """With the shared budget, first to last arrival within this many times ``(requests - 1) / rate``."""
-REDIS_START_SECONDS = 10.0
-
 
 @dataclass
 class BackfillRun:
@@ -105,63 +101,16 @@ def shared_budget_supported() -> str | None:
     if "rate_limit_redis_conn_id" not in EXTRA_FIELDS:
         return ("not yet measurable: this version of the package has no `rate_limit_redis_conn_id` connection extra "
                 "(its workers would run with per-process limiters, as in the last mode)")
-    if shutil.which("redis-server") is None:
-        return "not measurable here: `redis-server` is not installed (`apt-get install redis-server`)"
-    return None
+    missing = redis_missing()
+    return None if missing is None else f"not measurable here: {missing}"
 
 
 # ----- Redis ------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[tuple[str, int]]:
-    """A ``redis-server`` on ``127.0.0.1`` and a free port (no persistence), stopped when the block ends."""
-    import redis
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="peopleai-bench-redis-") as workdir:
-        log_path = os.path.join(workdir, "redis.log")
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", workdir, "--logfile", log_path],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )
-        try:
-            client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=1)
-            deadline = time.monotonic() + REDIS_START_SECONDS
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.exceptions.ConnectionError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server on port {port} did not start") from None
-                    time.sleep(0.02)
-            client.close()
-            yield "127.0.0.1", port
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def flush_redis(host: str, port: int) -> None:
+def flush_redis(server: RedisServer) -> None:
     """Empty the scenario's Redis (no budget left over from an earlier run)."""
-    import redis
-
-    client = redis.Redis(host=host, port=port, socket_connect_timeout=1, socket_timeout=1)
+    client = server.client()
     try:
         client.flushall()
     finally:
@@ -280,7 +229,7 @@ def run_mode(
     workers: int,
     sandbox: Any,
     counts: dict[str, int],
-    redis: tuple[str, int] | None,
+    redis: RedisServer | None,
     args: argparse.Namespace,
     env: dict[str, str],
     cwd: str,
@@ -297,7 +246,7 @@ def run_mode(
         os.makedirs(out)
         jobs = [{"base_url": sandbox.base_url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
                  "days": list(counts), "claims_dir": claims, "out_dir": out,
-                 "redis": {"host": redis[0], "port": redis[1]} if redis else None, "worker": number}
+                 "redis": {"host": redis.host, "port": redis.port} if redis else None, "worker": number}
                 for number in range(workers)]
         child_env = {**env, "AIRFLOW_HOME": os.path.join(work, "airflow-home")}
         payloads, run.peak_rss_mb, run.errors = run_workers(jobs, child_env, cwd, args.timeout)
@@ -352,7 +301,7 @@ def run_backfill(args: argparse.Namespace, env: dict[str, str], log: Any = print
         with contextlib.ExitStack() as stack:
             redis = None
             if "shared" in args.backfill_modes and unsupported is None:
-                redis = stack.enter_context(redis_server())
+                redis = stack.enter_context(running_redis(free_port()))
             for mode in args.backfill_modes:
                 workers = 1 if mode == "serial" else args.backfill_workers
                 if mode == "shared" and (unsupported or redis is None):
@@ -360,7 +309,7 @@ def run_backfill(args: argparse.Namespace, env: dict[str, str], log: Any = print
                     log(f"[backfill] {mode}: {unsupported}")
                     continue
                 if mode == "shared" and redis:
-                    flush_redis(*redis)
+                    flush_redis(redis)
                 run = run_mode(mode, workers, sandbox, counts, redis if mode == "shared" else None, args, env, str(REPO))
                 runs.append(run)
                 log(f"[backfill] {mode} ({workers} worker{'s' if workers > 1 else ''}): {run.wall_s:.2f} s "

@@ -42,7 +42,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from airflow_provider_activities.testing.services import free_port
+
 T = TypeVar("T")
 
 AIRFLOW = Path(sys.executable).with_name("airflow")
@@ -65,13 +66,6 @@ REPO = Path(__file__).resolve().parents[1]
 STOP_GRACE_SECONDS = 30.0
 """How long a component may take to exit after SIGTERM before its process group is killed."""
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 free at the time of the call."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
