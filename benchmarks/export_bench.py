@@ -42,6 +42,7 @@ from typing import Any
 
 from benchmarks.contenders.export_common import ExportSpec, lake_digests
 from benchmarks.export_server import CLIENT_ID, CLIENT_SECRET, DEFAULT_CACHE
+from benchmarks.rounds import median_run
 from benchmarks.servers import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,12 +205,6 @@ def measure(
     )
 
 
-def _median(runs: list[ExportResult]) -> ExportResult:
-    ordered = sorted(runs, key=lambda r: (not r.ok, r.wall_s))
-    good = [r for r in ordered if r.ok] or ordered
-    return good[(len(good) - 1) // 2]
-
-
 def run_export(
     args: argparse.Namespace, env: dict[str, str], run_child: RunChild, log: Callable[[str], None] = print
 ) -> tuple[list[ExportResult], list[Serving]]:
@@ -253,7 +248,7 @@ def run_export(
                         + (f", exact {result.extra['exact']}" if "exact" in result.extra else "")
                         + ("" if result.ok else f"  FAILED: {result.error or result.extra}")
                     )
-            results += [_median(runs[c]) for c in contenders]
+            results += [median_run(runs[c]) for c in contenders]
         finally:
             server.stop()
     return results, servings

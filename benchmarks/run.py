@@ -89,6 +89,7 @@ from typing import Any
 from benchmarks import export_bench
 from benchmarks.contenders import CONTENDER_OPTIONS, CONTENDERS, MODULES, TRANSPORTS
 from benchmarks.contenders.common import RESULT_PREFIX, Spec
+from benchmarks.rounds import median_run
 from benchmarks.servers import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -244,13 +245,6 @@ def measure(
                   if k not in ("rows", "extract_seconds", "extract_cpu_seconds", "baseline_rss_kb", "client_429s")},
                "limits": answer["log"]["limits"]},
     )
-
-
-def median_run(runs: list[Result]) -> Result:
-    """The run of median wall time (all its numbers come from that one run)."""
-    ordered = sorted(runs, key=lambda r: (not r.ok, r.wall_s))
-    good = [r for r in ordered if r.ok] or ordered
-    return good[(len(good) - 1) // 2]
 
 
 # ----- the benchmark ---------------------------------------------------------------------------------
