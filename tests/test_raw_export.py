@@ -6,6 +6,7 @@ disk giving the same days as memory; de-duplication independent of file order; b
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 from collections.abc import Iterator
@@ -368,6 +369,25 @@ class TestDedupAndSpool:
         spool.close()
         assert spool.buffered_rows == 0
 
+    def test_rounds_past_the_plain_budget_are_compressed_and_read_back_the_same(self, tmp_path: Path) -> None:
+        """The first rounds are written uncompressed (a copy), those past ``plain_bytes`` with LZ4."""
+        schema = spool_batch(["x"], [1], [0]).schema
+        rows = [spool_batch([f"u{seq}", f"v{seq}"], [1, 2], [seq % 3, 2], 2 * seq) for seq in range(6)]
+        plain = DaySpool(str(tmp_path / "plain"), schema, max_buffered_rows=2)
+        mixed = DaySpool(str(tmp_path / "mixed"), schema, max_buffered_rows=2, plain_bytes=rows[0].nbytes * 2)
+        for spool in (plain, mixed):
+            os.makedirs(spool.directory)
+            for batch in rows:
+                spool.add(batch)
+        assert plain.days() == mixed.days() == [0, 1, 2]
+        for day in (0, 1, 2):
+            assert mixed.read_day(day).equals(plain.read_day(day))
+        compressed = [_round_is_compressed(os.path.join(mixed.directory, name)) for name in sorted(os.listdir(mixed.directory))]
+        assert compressed == [False, False, True, True, True, True]
+        assert not any(_round_is_compressed(os.path.join(plain.directory, name)) for name in os.listdir(plain.directory))
+        plain.close()
+        mixed.close()
+
     def test_a_round_the_spool_thread_cannot_write_fails_the_next_read(self, tmp_path: Path) -> None:
         """Rounds are written by a thread of their own: its error is raised to the caller, not lost."""
         missing = tmp_path / "gone"
@@ -378,3 +398,18 @@ class TestDedupAndSpool:
             spool.days()
         spool.close()
         assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("peopleai-spool")]
+
+
+
+def _round_is_compressed(path: str) -> bool:
+    """Whether a spool round file differs from its batches written again uncompressed."""
+    with pa.OSFile(path, "rb") as source:
+        reader = pa.ipc.open_file(source)
+        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        schema = reader.schema
+        written = open(path, "rb").read()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return written != sink.getvalue().to_pybytes()

@@ -9,9 +9,9 @@ The pieces, in the order a run uses them:
   order.
 * :class:`DaySpool` takes converted batches routed to UTC days and keeps at most
   ``max_buffered_rows`` of them (and about ``max_buffered_bytes`` of Arrow data) in memory: past
-  that, the buffer is sorted by day (unless it arrived in day order) and written to a local,
-  LZ4-compressed Arrow IPC file (a "round"), each day's rows in record batches of their own, with
-  an index of them. Reading a day back reads only that day's batches of each round.
+  that, the buffer is sorted by day (unless it arrived in day order) and written to a local
+  Arrow IPC file (a "round"; uncompressed for the first 2 GiB, LZ4-compressed after), each day's
+  rows in record batches of their own, with an index of them. Reading a day back reads only that day's batches of each round.
 * De-duplication across the whole run (snapshots): while rows are spooled, a
   :class:`~airflow_provider_activities.records.dedup.SeenKeys` (about 12 bytes per ``uid``) tells
   which ``uid`` came before; only those repeated ones are looked at again once every file is read:
@@ -30,7 +30,8 @@ The pieces, in the order a run uses them:
 
 So memory holds the spool's buffer (and the round being written), the seen ``uid`` hashes, one
 day's key columns and two batches (with the day's rows of the rounds they draw on), whatever the
-size of the export or of a day. Local disk holds the spool, the export's Arrow data compressed, until the run ends.
+size of the export or of a day. Local disk holds the spool, the export's Arrow data (compressed
+beyond :data:`DEFAULT_PLAIN_SPOOL_BYTES`), until the run ends.
 """
 
 from __future__ import annotations
@@ -88,8 +89,14 @@ _MOST_RUNS = 64
 
 _SPOOL_BATCH_ROWS = 16_384
 """Rows per record batch of a round file (each holds one day's rows)."""
-_SPOOL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
-"""Round files are LZ4-compressed: a third of the bytes to write and read back, at little CPU."""
+DEFAULT_PLAIN_SPOOL_BYTES = 2 * 1024**3
+"""Arrow bytes a spool writes uncompressed before it compresses its rounds with LZ4. Uncompressed
+rounds are written and read back at the speed of a copy; LZ4 halves the CPU-bound export's speed
+of spooling but takes a third of the disk. So an export of up to a few million records spools
+at full speed, and a year of a large tenant's history needs a third of its Arrow size on disk
+beyond the first 2 GiB."""
+_PLAIN = pa.ipc.IpcWriteOptions(compression=None)
+_LZ4 = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 def _read_batches(path: str, first: int, count: int, columns: list[int] | None = None) -> pa.Table:
@@ -119,8 +126,10 @@ class _Round:
     batches: dict[int, tuple[int, int]]  # day -> (first record batch, record batches)
 
 
-def _write_round(path: str, table: pa.Table, schema: pa.Schema) -> _Round:
-    """Write ``table`` (rows in arrival order) to the round file ``path``, sorted by day then arrival."""
+def _write_round(path: str, table: pa.Table, schema: pa.Schema, compressed: bool) -> _Round:
+    """Write ``table`` (rows in arrival order) to the round file ``path``, sorted by day then
+    arrival (LZ4-compressed if ``compressed``).
+    """
     days = np.asarray(table.column(DAY_COLUMN).combine_chunks(), dtype=np.int32)
     if (np.diff(days) < 0).any():  # rows arrive in file order: sorting is needed unless the file is in day order
         table = table.take(pc.sort_indices(table, sort_keys=[(DAY_COLUMN, "ascending"), (SEQUENCE_COLUMN, "ascending")]))
@@ -132,7 +141,8 @@ def _write_round(path: str, table: pa.Table, schema: pa.Schema) -> _Round:
         offset += entry["counts"]
     batches: dict[int, tuple[int, int]] = {}
     written = 0
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema, options=_SPOOL_OPTIONS) as writer:
+    options = _LZ4 if compressed else _PLAIN
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as writer:
         for day, (offset, rows) in index.items():  # each day's rows in batches of their own
             pieces = table.slice(offset, rows).to_batches(max_chunksize=_SPOOL_BATCH_ROWS)
             for piece in pieces:
@@ -146,13 +156,15 @@ class DaySpool:
     """Rows grouped by UTC day on local disk, with at most ``max_buffered_rows`` rows (and about
     ``max_buffered_bytes`` of Arrow data) in memory.
 
-    Round files are LZ4-compressed Arrow IPC files, each day's rows in record batches of their
-    own: reading a day back reads (and inflates) only that day's batches, or only some columns.
+    Round files are Arrow IPC files, each day's rows in record batches of their own: reading a
+    day back reads only that day's batches, or only some columns. The first ``plain_bytes`` of
+    Arrow data are written uncompressed, the rest LZ4-compressed (see :data:`DEFAULT_PLAIN_SPOOL_BYTES`).
 
     :param directory: a local directory for the round files (removed by :meth:`close`' caller).
     :param schema: the schema of the batches added (with the helper columns, see :func:`spool_schema`).
     :param max_buffered_rows: rows kept in memory before they are written out as a round.
     :param max_buffered_bytes: Arrow bytes kept in memory before they are written out as a round.
+    :param plain_bytes: Arrow bytes written out uncompressed before rounds are LZ4-compressed.
     """
 
     def __init__(
@@ -161,11 +173,15 @@ class DaySpool:
         schema: pa.Schema,
         max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
         max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+        plain_bytes: int = DEFAULT_PLAIN_SPOOL_BYTES,
     ) -> None:
         self.directory = directory
         self.schema = schema
         self.max_buffered_rows = max_buffered_rows
         self.max_buffered_bytes = max_buffered_bytes
+        self.plain_bytes = plain_bytes
+        self.spilled_bytes = 0
+        """Arrow bytes written out to round files so far."""
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
         self._buffered_bytes = 0
@@ -202,12 +218,14 @@ class DaySpool:
         if not self._buffered:
             return
         table = pa.Table.from_batches(self._buffer, schema=self.schema)
+        compressed = self.spilled_bytes >= self.plain_bytes
+        self.spilled_bytes += self._buffered_bytes
         self._buffer, self._buffered, self._buffered_bytes = [], 0, 0
         self._settle()
         path = os.path.join(self.directory, f"round-{len(self._rounds):05d}.arrow")
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peopleai-spool")
-        self._writing = self._writer.submit(_write_round, path, table, self.schema)
+        self._writing = self._writer.submit(_write_round, path, table, self.schema, compressed)
 
     def _settle(self) -> None:
         """Wait for the round being written, if any (its error is raised here)."""
@@ -354,7 +372,9 @@ class RawExportBuffer:
         inside = pc.fill_null(pc.and_(pc.greater_equal(times, self.start_ms), pc.less(times, self.end_ms)), False)
         sequence = pa.array(np.arange(first, first + table.num_rows, dtype=np.int64))
         days = pc.cast(pc.divide(times, DAY_MS), pa.int32())
-        extended = pa.Table.from_arrays([*table.columns, days, sequence], schema=self.spool.schema).filter(inside)
+        extended = pa.Table.from_arrays([*table.columns, days, sequence], schema=self.spool.schema)
+        if not pc.all(inside).as_py():  # (a filter copies every nested value, even when it keeps every row)
+            extended = extended.filter(inside)
         self.counts.outside += table.num_rows - extended.num_rows
         for batch in extended.to_batches():
             self.spool.add(batch)
@@ -496,6 +516,7 @@ __all__ = [
     "DEFAULT_CHUNK_ROWS",
     "DEFAULT_MAX_BUFFERED_BYTES",
     "DEFAULT_MAX_BUFFERED_ROWS",
+    "DEFAULT_PLAIN_SPOOL_BYTES",
     "DaySpool",
     "ExportCounts",
     "RawExportBuffer",
