@@ -212,7 +212,9 @@ def write_parquet(buffer: RawExportBuffer, root: Path) -> dict[str, str]:
 def both_ways(
     path: Path, tmp_path: Path, block_bytes: int, across_days: bool = True
 ) -> tuple[dict[str, str], dict[str, str], RawExportBuffer]:
-    """The Parquet files of ``path`` read with Arrow and read the Python way, and the Arrow buffer."""
+    """The Parquet files of ``path`` read with Arrow (three blocks converted at once) and read the
+    Python way (one at a time), and the Arrow buffer.
+    """
     outputs = []
     buffers = []
     for arrow in (True, False):
@@ -228,6 +230,7 @@ def both_ways(
             arrow=arrow,
             block_bytes=block_bytes,
             max_buffered_rows=300,
+            convert_workers=3 if arrow else 1,
         )
         buffer.add_file(str(path))
         outputs.append(write_parquet(buffer, tmp_path / f"lake-{name}"))

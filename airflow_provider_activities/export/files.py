@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import IO, Any, TypeVar
 
-from airflow_provider_activities._threads import read_ahead
+from airflow_provider_activities._threads import ordered_map, read_ahead
 from airflow_provider_activities.api.errors import InvalidResponseError
 
 _gzip: ModuleType = gzip
@@ -257,33 +257,26 @@ class ExportBlock:
 
 
 def iter_export_blocks(
-    path: str, block_bytes: int = DEFAULT_BLOCK_BYTES, prepare: Callable[[ExportBlock], T] | None = None
+    path: str, block_bytes: int = DEFAULT_BLOCK_BYTES, prepare: Callable[[ExportBlock], T] | None = None, workers: int = 1
 ) -> Iterator[ExportBlock] | Iterator[T]:
     """The lines of an export file in blocks of about ``block_bytes``, each cut after a newline.
 
     The file is read and inflated (when it is gzip) by a thread of its own, one block ahead, so
-    inflating overlaps with what the consumer does with the block before (zlib releases the
-    GIL). Memory holds two blocks and the one being read.
+    inflating overlaps with what the consumer does with the block before (ISA-L and zlib release
+    the GIL). Memory holds two blocks and the one being read, plus those being prepared.
 
     :param path: the downloaded file (gzip or plain JSON Lines).
     :param block_bytes: bytes read at a time; a line longer than that makes its block longer.
-    :param prepare: applied to each block in the reader's thread (what it returns is handed out
-        instead of the block): work that releases the GIL, such as Arrow's parse, then overlaps
-        with the consumer's work on the block before.
+    :param prepare: applied to each block (what it returns is handed out instead of the block),
+        by ``workers`` threads of their own, in order: work that releases the GIL, such as
+        Arrow's parse, then runs on several cores and overlaps with the consumer's work on the
+        block before.
+    :param workers: threads preparing blocks at once (with ``prepare``).
     """
+    blocks = read_ahead(_read_blocks(path, block_bytes), depth=1, name="peopleai-export-reader")
     if prepare is None:
-        return read_ahead(_read_blocks(path, block_bytes), depth=1, name="peopleai-export-reader")
-    return read_ahead(_prepared(_read_blocks(path, block_bytes), prepare), depth=1, name="peopleai-export-reader")
-
-
-def _prepared(blocks: Iterator[ExportBlock], prepare: Callable[[ExportBlock], T]) -> Iterator[T]:
-    try:
-        for block in blocks:
-            yield prepare(block)
-    finally:
-        close = getattr(blocks, "close", None)
-        if close is not None:
-            close()
+        return blocks
+    return ordered_map(prepare, blocks, workers, name="peopleai-export-convert")
 
 
 def _read_blocks(path: str, block_bytes: int) -> Iterator[ExportBlock]:

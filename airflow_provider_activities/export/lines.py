@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -61,7 +62,7 @@ DATE_PATTERN = r"^\d{4}-\d\d-\d\d$"
 DEFAULT_MIN_LINES = 64
 """A range of lines Arrow refuses is split in halves down to this many lines, then goes the Python way."""
 READ_BLOCK_BYTES = 1024 * 1024
-"""Arrow's reader parses a block in pieces of this size, in parallel (a longer line is refused)."""
+"""Arrow's reader parses a block in pieces of this size (a longer line is refused)."""
 
 _WHITESPACE = b" \t\n\r\x0b\x0c"
 _SPECIAL_IN_STRING = r'["\\\x00-\x1f]'
@@ -166,6 +167,7 @@ class RawLinesConverter:
         self._forms = list(_WIRE_FORMS)  # the form that worked last first
         self._known = {f.name for f in self._fields}
         self._known_nested = set().union(*(_nested_names(f.type) for f in self._fields))
+        self._lock = threading.Lock()  # blocks may be converted by several threads at once
 
     @property
     def unknown_fields(self) -> set[str]:
@@ -174,6 +176,9 @@ class RawLinesConverter:
 
     def convert(self, block: ExportBlock) -> pa.Table:
         """The records of ``block``, in order, as a table of :attr:`schema`.
+
+        Safe to call from several threads at once (each block is parsed by Arrow in the calling
+        thread alone: blocks in parallel use the cores with less work than one block on all).
 
         :raises ExportFileError: for a line that is not a JSON object.
         :raises SchemaMismatchError: for a value that does not fit its type.
@@ -211,7 +216,7 @@ class RawLinesConverter:
             try:
                 table = pa_json.read_json(
                     body,
-                    read_options=pa_json.ReadOptions(use_threads=True, block_size=READ_BLOCK_BYTES),
+                    read_options=pa_json.ReadOptions(use_threads=False, block_size=READ_BLOCK_BYTES),
                     parse_options=self._options[form],
                 )
                 table.validate(full=True)  # UTF-8 of every string
@@ -219,9 +224,10 @@ class RawLinesConverter:
                 continue
             if table.num_rows != stop - first:
                 return None
-            if self._forms[0] != form:
-                self._forms.remove(form)
-                self._forms.insert(0, form)
+            with self._lock:
+                if self._forms[0] != form:
+                    self._forms.remove(form)
+                    self._forms.insert(0, form)
             return form, table
         return None
 
@@ -261,7 +267,8 @@ class RawLinesConverter:
             arrow_part = self._arrow_rows(table, form, keep, extra, rows)
             if arrow_part is None:
                 return None
-        self.arrow_rows += len(keep)
+        with self._lock:
+            self.arrow_rows += len(keep)
         declined = np.flatnonzero(python)
         if not len(declined):
             assert arrow_part is not None
@@ -366,7 +373,8 @@ class RawLinesConverter:
             if not isinstance(value, dict):
                 raise ExportFileError(self.path, lines.line_number(record), f"a JSON {type(value).__name__}")
             parsed.append(value)
-        self.python_rows += len(parsed)
+        with self._lock:
+            self.python_rows += len(parsed)
         return pa.Table.from_batches([self.python.to_batch(parsed)], schema=self.schema)
 
 

@@ -47,7 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_provider_activities._threads import read_ahead
+from airflow_provider_activities._threads import read_ahead, usable_cpus
 from airflow_provider_activities.export.files import DEFAULT_BLOCK_BYTES, iter_export_blocks
 from airflow_provider_activities.export.lines import RawLinesConverter
 from airflow_provider_activities.records.convert import RawRecordConverter
@@ -78,6 +78,8 @@ the batch being gathered, the one parked and the writer's buffer then hold littl
 row group, however large the days are (the writer joins two batches into a row group; the bytes
 do not depend on how batches are cut)."""
 _EPOCH_DAY = date(1970, 1, 1)
+MAX_CONVERT_WORKERS = 4
+"""Threads converting an export file's blocks at most (each holds a block and its table)."""
 
 
 # -- spooling by day ----------------------------------------------------------------------------
@@ -314,6 +316,8 @@ class RawExportBuffer:
     :param arrow: read files with Arrow's JSON reader where exact (:meth:`add_file`); ``False``
         reads every record the Python way (same rows).
     :param block_bytes: bytes of a file read and converted at a time.
+    :param convert_workers: threads converting blocks at once; ``None``: one per CPU, at most
+        :data:`MAX_CONVERT_WORKERS`.
     """
 
     def __init__(
@@ -328,12 +332,14 @@ class RawExportBuffer:
         across_days: bool = False,
         arrow: bool = True,
         block_bytes: int = DEFAULT_BLOCK_BYTES,
+        convert_workers: int | None = None,
     ) -> None:
         self.schema = schema
         self.time_column = time_column
         self.start_ms, self.end_ms = start_ms, end_ms
         self.across_days = across_days
         self.block_bytes = block_bytes
+        self.convert_workers = convert_workers or min(usable_cpus(), MAX_CONVERT_WORKERS)
         self.lines = RawLinesConverter(schema, arrow=arrow)
         self.converter: RawRecordConverter = self.lines.python
         """The Python converter (its ``unknown_fields`` names every unknown field seen, either way)."""
@@ -356,9 +362,9 @@ class RawExportBuffer:
         """
         self.lines.path = path
         before = self.lines.arrow_rows
-        # Blocks are converted in the file reader's thread, one block ahead: Arrow's parse and
-        # most of the checks release the GIL, and overlap with this thread's spooling of the block before.
-        for table in iter_export_blocks(path, self.block_bytes, prepare=self.lines.convert):
+        # Blocks are converted by threads of their own, a block each: Arrow's parse and most of
+        # the checks release the GIL, and overlap with this thread's spooling of the block before.
+        for table in iter_export_blocks(path, self.block_bytes, prepare=self.lines.convert, workers=self.convert_workers):
             self.add_table(table)
         self.counts.arrow += self.lines.arrow_rows - before
 

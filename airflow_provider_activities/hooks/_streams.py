@@ -15,13 +15,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from airflow_provider_activities._threads import read_ahead
+from airflow_provider_activities._threads import read_ahead, usable_cpus
 from airflow_provider_activities.api.protocol import Page, parse_page
 from airflow_provider_activities.api.queries import FilterStats, Query
 from airflow_provider_activities.records.arrow_pages import ArrowPageParser
 from airflow_provider_activities.records.convert import RecordConverter
 from airflow_provider_activities.records.filters import RecordFilter
-from airflow_provider_activities.storage.writer import usable_cpus
 
 BATCH_ROWS = 32_768
 """Records received (in whole pages) per batch a :class:`BatchStream` yields."""

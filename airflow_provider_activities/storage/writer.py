@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from airflow_provider_activities._threads import usable_cpus
 from airflow_provider_activities.compat import ObjectStoragePath
 
 PARQUET_SETTINGS: dict[str, Any] = {
@@ -85,14 +86,6 @@ def _glibc_malloc_trim() -> Callable[[int], int] | None:
 
 
 _MALLOC_TRIM = _glibc_malloc_trim() if sys.platform.startswith("linux") else None
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def release_freed_memory() -> None:
