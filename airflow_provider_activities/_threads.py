@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ def usable_cpus() -> int:
 _END = object()
 
 
-def read_ahead(items: Iterator[T], depth: int, name: str = "peopleai-read-ahead") -> Iterator[T]:
+def read_ahead(items: Iterator[T], depth: int, name: str = "peopleai-read-ahead") -> Generator[T, None, None]:
     """``items``, produced by a thread of their own up to ``depth`` items ahead of the consumer.
 
     The hook's page generator schedules the next requests only when it is asked for a page, so
@@ -86,7 +86,7 @@ def read_ahead(items: Iterator[T], depth: int, name: str = "peopleai-read-ahead"
             producer.join()
 
 
-def ordered_map(function: Callable[[T], R], items: Iterator[T], workers: int, name: str) -> Iterator[R]:
+def ordered_map(function: Callable[[T], R], items: Iterator[T], workers: int, name: str) -> Generator[R, None, None]:
     """``function(item)`` of each item, in the items' order, computed by ``workers`` threads of
     their own, which keep working while the consumer handles the item before.
 

@@ -31,7 +31,7 @@ from airflow_provider_activities.compat import ObjectStoragePath
 from airflow_provider_activities.export.files import ExportBlock, ExportFileError
 from airflow_provider_activities.export.lines import RawLinesConverter
 from airflow_provider_activities.export.spool import RawExportBuffer
-from airflow_provider_activities.operators.export import PeopleAIExportActivitiesToParquetOperator
+from airflow_provider_activities.operators.export import PeopleAIExportActivitiesToParquetOperator, write_days
 from airflow_provider_activities.records.convert import RawRecordConverter, SchemaMismatchError
 from airflow_provider_activities.records.schemas import RAW_ACTIVITY_PER_RECORD_FIELDS, RAW_ACTIVITY_SCHEMA
 from airflow_provider_activities.storage.writer import PartitionedParquetWriter
@@ -566,3 +566,62 @@ def test_pyarrow_reads_the_arrow_written_rows_as_the_schema_says(raw_records: li
     assert table.schema.equals(RAW_ACTIVITY_SCHEMA, check_metadata=True)
     assert str(table.schema.field("timestamp").type) == "timestamp[ms, tz=UTC]"
     buffer.close()
+
+
+# -- days written in lanes --------------------------------------------------------------------------
+
+
+def _lane_writers(root: Path, lanes: int, schema: pa.Schema = RAW_ACTIVITY_SCHEMA) -> list[PartitionedParquetWriter]:
+    return [
+        PartitionedParquetWriter(
+            ObjectStoragePath(f"file://{root}"),
+            schema,
+            row_group_size=64,
+            max_buffered_rows=64,
+            plain_columns=RAW_ACTIVITY_PER_RECORD_FIELDS,
+        )
+        for _ in range(lanes)
+    ]
+
+
+def _lane_buffer(path: Path, spool: Path) -> RawExportBuffer:
+    spool.mkdir(parents=True)
+    buffer = RawExportBuffer(
+        str(spool), "timestamp", day_ms(FIRST), day_ms(LAST) + DAY_MS, across_days=True, max_buffered_rows=300
+    )
+    buffer.add_file(str(path))
+    return buffer
+
+
+def test_days_written_in_lanes_are_the_same_files_as_in_one(raw_records: list[dict[str, Any]], tmp_path: Path) -> None:
+    """Each lane writes days of its own; a partition's bytes do not depend on the lanes (nor do the counts)."""
+    rng = random.Random(5)
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(export_text([mutate(r, rng) for r in raw_records], rng))
+    days = [FIRST + DAY * n for n in range((LAST - FIRST).days + 2)]  # and a day after the rows: a zero-row file
+    found = {}
+    for lanes in (1, 2, 3):
+        buffer = _lane_buffer(path, tmp_path / f"spool-{lanes}")
+        root = tmp_path / f"lake-{lanes}"
+        files = write_days(buffer, _lane_writers(root, lanes), days, "activity_date")
+        assert list(files) == [f"activity_date={day.isoformat()}" for day in days]
+        hashes = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.parquet"))}
+        found[lanes] = (hashes, files, buffer.counts.duplicates)
+        buffer.close()
+    assert found[1] == found[2] == found[3]
+    assert found[1][1][f"activity_date={days[-1].isoformat()}"][0].rows == 0
+    assert found[1][2] > 0
+
+
+def test_a_lane_that_fails_stops_the_others_and_its_error_is_raised(raw_records: list[dict[str, Any]], tmp_path: Path) -> None:
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(export_text(raw_records, random.Random(6)))
+    buffer = _lane_buffer(path, tmp_path / "spool")
+    days = [FIRST + DAY * n for n in range((LAST - FIRST).days + 1)]
+    good = _lane_writers(tmp_path / "lake", 2)
+    wrong = _lane_writers(tmp_path / "lake", 1, RAW_ACTIVITY_SCHEMA.remove(0))[0]  # refuses every batch
+    before = set(threading.enumerate())
+    with pytest.raises(ValueError, match="does not have the writer's file schema"):
+        write_days(buffer, [good[0], wrong, good[1]], days, "activity_date")
+    buffer.close()
+    assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("peopleai-export")]

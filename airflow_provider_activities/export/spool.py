@@ -37,7 +37,8 @@ beyond :data:`DEFAULT_PLAIN_SPOOL_BYTES`), until the run ends.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Collection, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -348,6 +349,7 @@ class RawExportBuffer:
         self._seen = SeenKeys() if across_days else None
         self._repeated: set[str] = set()  # uids seen more than once in the run
         self._superseded: np.ndarray | None = None
+        self._lock = threading.Lock()  # days may be read back by several threads at once
 
     def add(self, records: list[dict[str, Any]]) -> None:
         """Convert a list of records (the Python way) and keep those inside the days."""
@@ -405,14 +407,15 @@ class RawExportBuffer:
         """The sequence numbers of the versions the run's latest versions replace (across days)."""
         if self._seen is None or not self._repeated:
             return None
-        if self._superseded is None:
-            wanted = pa.array(sorted(self._repeated), type=pa.string())
-            keys = [
-                table.filter(pc.is_in(table.column("uid"), value_set=wanted))
-                for table in self.spool.select(["uid", "ingest_timestamp", SEQUENCE_COLUMN])
-            ]
-            self._superseded = superseded(pa.concat_tables(keys)) if keys else np.zeros(0, np.int64)
-            self._seen.close()
+        with self._lock:
+            if self._superseded is None:
+                wanted = pa.array(sorted(self._repeated), type=pa.string())
+                keys = [
+                    table.filter(pc.is_in(table.column("uid"), value_set=wanted))
+                    for table in self.spool.select(["uid", "ingest_timestamp", SEQUENCE_COLUMN])
+                ]
+                self._superseded = superseded(pa.concat_tables(keys)) if keys else np.zeros(0, np.int64)
+                self._seen.close()
         return self._superseded
 
     def _kept_order(self, table: pa.Table) -> pa.Array:
@@ -445,31 +448,46 @@ class RawExportBuffer:
             self.counts.duplicates += dropped
             yield date.fromordinal(_EPOCH_DAY.toordinal() + day), table.drop_columns([DAY_COLUMN, SEQUENCE_COLUMN])
 
-    def day_batches(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[date, Iterator[pa.RecordBatch]]]:
+    def day_batches(
+        self, chunk_rows: int = DEFAULT_CHUNK_ROWS, only: Collection[date] | None = None
+    ) -> Iterator[tuple[date, Iterator[pa.RecordBatch]]]:
         """Like :meth:`days`, with each day's rows as record batches of at most ``chunk_rows``,
         gathered one at a time from the spool: memory holds the day's key columns and one batch,
         not the whole day. Consume each day's batches before the next day. A day whose every row
         was superseded by a later version in another day is left out.
+
+        :param only: these days alone (the others are left out); several threads may each read
+            back days of their own at once.
         """
         keys = list(dict.fromkeys(["uid", "ingest_timestamp", self.time_column, SEQUENCE_COLUMN]))
-        for day in self.spool.days():
+        with self._lock:
+            spooled = self.spool.days()  # (the spool's last round is written here, once)
+        for day in spooled:
+            when = date.fromordinal(_EPOCH_DAY.toordinal() + day)
+            if only is not None and when not in only:
+                continue
             table = self.spool.read_day(day, keys)
             order = self._kept_order(table)
-            self.counts.duplicates += table.num_rows - len(order)
+            with self._lock:
+                self.counts.duplicates += table.num_rows - len(order)
             del table
             if not len(order):
                 continue
-            yield date.fromordinal(_EPOCH_DAY.toordinal() + day), self._chunks(self.spool.day_parts(day), order, chunk_rows)
+            yield when, self._chunks(self.spool.day_parts(day), order, chunk_rows)
 
-    def rows_by_day(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[date, pa.RecordBatch]]:
+    def rows_by_day(
+        self, chunk_rows: int = DEFAULT_CHUNK_ROWS, only: Collection[date] | None = None
+    ) -> Generator[tuple[date, pa.RecordBatch], None, None]:
         """The batches of :meth:`day_batches`, each with its day, gathered by a thread of their own
         one batch ahead: reading the spool back (inflating, gathering rows; off the GIL) overlaps
         with what the caller does with the batch before, such as encoding Parquet.
-        """
-        return read_ahead(self._rows_by_day(chunk_rows), depth=1, name="peopleai-export-days")
 
-    def _rows_by_day(self, chunk_rows: int) -> Iterator[tuple[date, pa.RecordBatch]]:
-        for day, batches in self.day_batches(chunk_rows):
+        :param only: these days alone (see :meth:`day_batches`).
+        """
+        return read_ahead(self._rows_by_day(chunk_rows, only), depth=1, name="peopleai-export-days")
+
+    def _rows_by_day(self, chunk_rows: int, only: Collection[date] | None) -> Iterator[tuple[date, pa.RecordBatch]]:
+        for day, batches in self.day_batches(chunk_rows, only):
             for batch in batches:
                 yield day, batch
 

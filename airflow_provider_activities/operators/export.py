@@ -11,17 +11,21 @@ operators' rules (:mod:`airflow_provider_activities.operators._run`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta, timezone
 from datetime import time as time_of_day
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
 from airflow_provider_activities import DEFAULT_CONN_ID
+from airflow_provider_activities._threads import usable_cpus
 from airflow_provider_activities.api.config import ClientConfig
 from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIError
 from airflow_provider_activities.api.export import (
@@ -49,6 +53,7 @@ from airflow_provider_activities.operators._run import (
     openlineage_facets,
 )
 from airflow_provider_activities.records.schemas import RAW_ACTIVITY_PER_RECORD_FIELDS, RAW_ACTIVITY_SCHEMA, file_schema
+from airflow_provider_activities.storage.writer import FileInfo, PartitionedParquetWriter
 from airflow_provider_activities.task_state import StateStore, task_state_store
 from airflow_provider_activities.triggers.peopleai import ERROR_AUTH, PeopleAIExportJobTrigger
 
@@ -68,6 +73,48 @@ EXPORT_DATASETS = {
 
 EXPORT_ROW_GROUP_SIZE = 16_384
 """Rows per Parquet row group of the export operator's files (and the most rows its writer buffers)."""
+
+
+MAX_WRITE_LANES = 4
+"""Days written at once at most (one per CPU): each lane reads its days back from the spool and
+encodes their Parquet, so one day's encoding overlaps another's."""
+
+
+def write_days(
+    buffer: RawExportBuffer, writers: list[PartitionedParquetWriter], days: list[date], date_key: str
+) -> dict[str, list[FileInfo]]:
+    """Write every day of the run from ``buffer`` into its partition ``{date_key}=YYYY-MM-DD``, a
+    day without rows as a zero-row file; return the files of every partition.
+
+    Each writer is a lane of its own, run by a thread: lane ``k`` writes days ``k``,
+    ``k + lanes``, ... of ``days``. A partition's bytes depend only on its own rows, so they are
+    the same whatever the number of lanes. The first lane to fail stops the others at their next
+    batch, and its error is raised.
+    """
+    failed = threading.Event()
+
+    def lane(number: int) -> dict[str, list[FileInfo]]:
+        writer, own = writers[number], days[number :: len(writers)]
+        try:
+            with contextlib.closing(buffer.rows_by_day(only=set(own))) as rows:
+                for day, batch in rows:
+                    if failed.is_set():
+                        return {}
+                    writer.write(f"{date_key}={day.isoformat()}", batch)
+            for day in own:
+                writer.ensure_partition(f"{date_key}={day.isoformat()}")
+            return writer.close()
+        except BaseException:
+            failed.set()
+            raise
+
+    if len(writers) == 1:
+        parts = [lane(0)]
+    else:
+        with ThreadPoolExecutor(max_workers=len(writers), thread_name_prefix="peopleai-export-lane") as pool:
+            parts = list(pool.map(lane, range(len(writers))))
+    files = {name: infos for part in parts for name, infos in part.items()}
+    return dict(sorted(files.items()))
 
 
 def _export_dataset(export_type: str, activity_type: str) -> str:
@@ -383,7 +430,8 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
         output = self._output(output_path)
         staging = output.new_staging()
         schema_in_files = file_schema(self.schema, [])
-        days = [(start + timedelta(days=i)).date().isoformat() for i in range((end - start).days)]
+        days = [(start + timedelta(days=i)).date() for i in range((end - start).days)]
+        lanes = max(1, min(usable_cpus(), MAX_WRITE_LANES, len(days)))
         # nested export rows are a few KiB each: smaller row groups keep the writer's buffer small
         sizes = {"row_group_size": EXPORT_ROW_GROUP_SIZE, "max_buffered_rows": EXPORT_ROW_GROUP_SIZE}
         with tempfile.TemporaryDirectory(prefix="peopleai-export-") as local:
@@ -397,7 +445,8 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
                 arrow=hook.config.arrow_parsing,
             )
             try:
-                with output.staged_writer(staging, schema_in_files, **sizes) as writer:
+                with contextlib.ExitStack() as stack:
+                    writers = [stack.enter_context(output.staged_writer(staging, schema_in_files, **sizes)) for _ in range(lanes)]
                     for number, (_spec, job) in enumerate(jobs.completed_jobs()):
                         found = hook.download_export(job.job_id, os.path.join(local, f"job-{number:03d}.jsonl"))
                         converting = time.monotonic()
@@ -411,11 +460,7 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
                             time.monotonic() - converting,
                             buffer.counts.arrow - by_arrow,
                         )
-                    for day, batch in buffer.rows_by_day():
-                        writer.write(f"{self.date_key}={day.isoformat()}", batch)
-                    for day_text in days:
-                        writer.ensure_partition(f"{self.date_key}={day_text}")
-                    files = writer.close()
+                    files = write_days(buffer, writers, days, self.date_key)
             finally:
                 buffer.close()
         if buffer.converter.unknown_fields:
