@@ -296,6 +296,29 @@ def test_same_input_gives_byte_identical_files(tmp_path: Path) -> None:
     assert digests(tmp_path / "c") == digests(tmp_path / "a")
 
 
+def test_a_finished_partition_is_written_and_closed_at_once_with_the_same_bytes(tmp_path: Path) -> None:
+    """``finish_partition`` writes the buffered tail now (the file is complete on disk, its
+    buffer freed); the bytes are those :meth:`close` would have written; a later write starts the
+    next file.
+    """
+    converter = RecordConverter(ACTIVITY_SCHEMA)
+    batch = converter.to_batch([activity(i, day=0, activity_type="email") for i in range(500)]).drop_columns(["activity_type"])
+    options = {"row_group_size": 200, "max_buffered_rows": 1000}
+    plain = PartitionedParquetWriter(local(tmp_path / "a"), ACTIVITY_FILE_SCHEMA, **options)
+    plain.write("day=1", batch)
+    plain.close()
+    finishing = PartitionedParquetWriter(local(tmp_path / "b"), ACTIVITY_FILE_SCHEMA, **options)
+    finishing.write("day=1", batch)
+    assert finishing.buffered_rows == 100
+    finishing.finish_partition("day=1")
+    assert finishing.buffered_rows == 0
+    assert pq.ParquetFile(tmp_path / "b" / "day=1" / "part-00000.parquet").metadata.num_rows == 500  # complete now
+    assert digests(tmp_path / "b") == digests(tmp_path / "a")
+    finishing.write("day=1", batch.slice(0, 10))
+    files = finishing.close()
+    assert [(f.name, f.rows) for f in files["day=1"]] == [("part-00000.parquet", 500), ("part-00001.parquet", 10)]
+
+
 def test_files_roll_at_max_rows_per_file(tmp_path: Path) -> None:
     records = [activity(i, day=0, activity_type="email") for i in range(1000)]
     files = write_activities(local(tmp_path), records, page_size=128, row_group_size=100, max_rows_per_file=300)

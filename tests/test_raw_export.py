@@ -388,6 +388,24 @@ class TestDedupAndSpool:
         plain.close()
         mixed.close()
 
+    @pytest.mark.parametrize("plain_bytes", [1 << 40, 0], ids=["plain", "compressed"])
+    def test_reading_a_days_key_columns_leaves_its_other_columns_on_disk(self, tmp_path: Path, plain_bytes: int) -> None:
+        """A day's key columns are read without its nested data: memory does not hold the day's rows."""
+        rows = 20_000
+        base = spool_batch([f"u{i}" for i in range(rows)], [1] * rows, [i % 2 for i in range(rows)])
+        wide = pa.RecordBatch.from_arrays(
+            [*base.columns[:3], pa.array(["x" * 500] * rows), *base.columns[3:]],
+            schema=base.schema.insert(3, pa.field("body", pa.string())),
+        )  # 10 MB of text beside the keys
+        spool = DaySpool(str(tmp_path), wide.schema, plain_bytes=plain_bytes)
+        spool.add(wide)
+        spool.days()
+        before = pa.total_allocated_bytes()
+        keys = spool.read_day(1, ["uid", "ingest_timestamp", SEQUENCE_COLUMN])
+        assert keys.num_rows == rows // 2 and keys.column("uid")[0].as_py() == "u1"
+        assert pa.total_allocated_bytes() - before < 2_000_000  # the keys: about 0.3 MB; the day's bodies: 5 MB
+        spool.close()
+
     def test_a_round_the_spool_thread_cannot_write_fails_the_next_read(self, tmp_path: Path) -> None:
         """Rounds are written by a thread of their own: its error is raised to the caller, not lost."""
         missing = tmp_path / "gone"

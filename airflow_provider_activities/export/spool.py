@@ -63,6 +63,7 @@ from airflow_provider_activities.records.dedup import (
 )
 from airflow_provider_activities.records.filters import activity_keys
 from airflow_provider_activities.records.schemas import RAW_ACTIVITY_SCHEMA
+from airflow_provider_activities.storage.writer import release_freed_memory
 
 DAY_MS = 86_400_000
 DAY_COLUMN = "_day"
@@ -102,12 +103,20 @@ _PLAIN = pa.ipc.IpcWriteOptions(compression=None)
 _LZ4 = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
-def _read_batches(path: str, first: int, count: int, columns: list[int] | None = None) -> pa.Table:
-    """Record batches ``first`` to ``first + count`` of a round file (only ``columns``, by index, if given)."""
-    options = pa.ipc.IpcReadOptions(included_fields=columns) if columns is not None else None
-    with pa.OSFile(path, "rb") as source:
+def _read_batches(path: str, first: int, count: int, columns: list[int] | None = None, compressed: bool = False) -> pa.Table:
+    """Record batches ``first`` to ``first + count`` of a round file (only ``columns``, by index, if given).
+
+    The file is memory-mapped. An uncompressed round's batches are read whole, without a copy,
+    then the columns selected: only the pages of the columns kept are ever touched. (Asked for
+    some fields, Arrow's reader reads a batch's whole body into memory, and a day's few key
+    columns would hold all of its rows.) A compressed round's fields are inflated one by one,
+    so only those asked for are read.
+    """
+    options = pa.ipc.IpcReadOptions(included_fields=columns) if columns is not None and compressed else None
+    with pa.memory_map(path, "r") as source:
         reader = pa.ipc.open_file(source, options=options)
-        return pa.Table.from_batches([reader.get_batch(i) for i in range(first, first + count)], schema=reader.schema)
+        table = pa.Table.from_batches([reader.get_batch(i) for i in range(first, first + count)], schema=reader.schema)
+    return table if columns is None or compressed else table.select(columns)
 
 
 def _round_rows(part: tuple[str, int, int, int]) -> pa.RecordBatch:
@@ -127,6 +136,7 @@ class _Round:
     path: str
     index: dict[int, tuple[int, int]]  # day -> (offset, rows)
     batches: dict[int, tuple[int, int]]  # day -> (first record batch, record batches)
+    compressed: bool
 
 
 def _write_round(path: str, table: pa.Table, schema: pa.Schema, compressed: bool) -> _Round:
@@ -152,7 +162,7 @@ def _write_round(path: str, table: pa.Table, schema: pa.Schema, compressed: bool
                 writer.write_batch(piece)
             batches[day] = (written, len(pieces))
             written += len(pieces)
-    return _Round(path, index, batches)
+    return _Round(path, index, batches, compressed)
 
 
 class DaySpool:
@@ -255,7 +265,11 @@ class DaySpool:
         """
         self._complete()
         fields = None if columns is None else [self.schema.get_field_index(name) for name in columns]
-        parts = [_read_batches(spilled.path, *spilled.batches[day], fields) for spilled in self._rounds if day in spilled.batches]
+        parts = [
+            _read_batches(spilled.path, *spilled.batches[day], fields, spilled.compressed)
+            for spilled in self._rounds
+            if day in spilled.batches
+        ]
         if not parts:
             schema = self.schema if columns is None else pa.schema([self.schema.field(name) for name in columns])
             return schema.empty_table()
@@ -272,7 +286,7 @@ class DaySpool:
         fields = [self.schema.get_field_index(name) for name in columns]
         for spilled in self._rounds:
             count = sum(batches for _, batches in spilled.batches.values())
-            yield _read_batches(spilled.path, 0, count, fields)
+            yield _read_batches(spilled.path, 0, count, fields, spilled.compressed)
 
     def close(self) -> None:
         """Drop the buffered rows, and wait for a round being written (the round files stay for
@@ -369,6 +383,7 @@ class RawExportBuffer:
         for table in iter_export_blocks(path, self.block_bytes, prepare=self.lines.convert, workers=self.convert_workers):
             self.add_table(table)
         self.counts.arrow += self.lines.arrow_rows - before
+        release_freed_memory()  # what the converting threads freed, before the days are written
 
     def add_table(self, table: pa.Table) -> None:
         """Keep the rows of ``table`` (converted records, in file order) that are inside the days."""
@@ -476,17 +491,21 @@ class RawExportBuffer:
             yield when, self._chunks(self.spool.day_parts(day), order, chunk_rows)
 
     def rows_by_day(
-        self, chunk_rows: int = DEFAULT_CHUNK_ROWS, only: Collection[date] | None = None
+        self, chunk_rows: int = DEFAULT_CHUNK_ROWS, only: Collection[date] | None = None, ahead: bool = True
     ) -> Generator[tuple[date, pa.RecordBatch], None, None]:
-        """The batches of :meth:`day_batches`, each with its day, gathered by a thread of their own
-        one batch ahead: reading the spool back (inflating, gathering rows; off the GIL) overlaps
-        with what the caller does with the batch before, such as encoding Parquet.
+        """The batches of :meth:`day_batches`, each with its day.
 
         :param only: these days alone (see :meth:`day_batches`).
+        :param ahead: gather the batches by a thread of their own, one batch ahead: reading the
+            spool back (gathering rows; off the GIL) then overlaps with what the caller does with
+            the batch before, such as encoding Parquet. Not worth its memory (two more batches)
+            where other threads read other days at once.
         """
+        if not ahead:
+            return self._rows_by_day(chunk_rows, only)
         return read_ahead(self._rows_by_day(chunk_rows, only), depth=1, name="peopleai-export-days")
 
-    def _rows_by_day(self, chunk_rows: int, only: Collection[date] | None) -> Iterator[tuple[date, pa.RecordBatch]]:
+    def _rows_by_day(self, chunk_rows: int, only: Collection[date] | None) -> Generator[tuple[date, pa.RecordBatch], None, None]:
         for day, batches in self.day_batches(chunk_rows, only):
             for batch in batches:
                 yield day, batch

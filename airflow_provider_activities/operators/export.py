@@ -87,7 +87,9 @@ def write_days(
     day without rows as a zero-row file; return the files of every partition.
 
     Each writer is a lane of its own, run by a thread: lane ``k`` writes days ``k``,
-    ``k + lanes``, ... of ``days``. A partition's bytes depend only on its own rows, so they are
+    ``k + lanes``, ... of ``days``, gathering each day's rows from the spool and encoding them in
+    turn (a single lane gathers the next batch while it encodes one), and closes each day's file
+    as soon as the day is complete. A partition's bytes depend only on its own rows, so they are
     the same whatever the number of lanes. The first lane to fail stops the others at their next
     batch, and its error is raised.
     """
@@ -96,10 +98,14 @@ def write_days(
     def lane(number: int) -> dict[str, list[FileInfo]]:
         writer, own = writers[number], days[number :: len(writers)]
         try:
-            with contextlib.closing(buffer.rows_by_day(only=set(own))) as rows:
+            with contextlib.closing(buffer.rows_by_day(only=set(own), ahead=len(writers) == 1)) as rows:
+                current = None
                 for day, batch in rows:
                     if failed.is_set():
                         return {}
+                    if current is not None and day != current:  # a day's rows come together: the day before is complete
+                        writer.finish_partition(f"{date_key}={current.isoformat()}")
+                    current = day
                     writer.write(f"{date_key}={day.isoformat()}", batch)
             for day in own:
                 writer.ensure_partition(f"{date_key}={day.isoformat()}")

@@ -337,6 +337,22 @@ class PartitionedParquetWriter:
         self._check_open()
         self._state(partition)
 
+    def finish_partition(self, partition: str) -> None:
+        """Write ``partition``'s buffered rows and close its file (for object stores, upload it).
+
+        For a caller that knows a partition is complete (the export writes its days one after
+        the other): its last row group is written now, not when the buffer cap or :meth:`close`
+        comes, and its file's buffers are freed. The bytes are the same; a later write to the
+        partition starts its next file.
+
+        :param partition: relative partition path.
+        """
+        self._check_open()
+        state = self._state(partition)
+        self._write_rows(state, state.buffered)
+        if state.current is not None:
+            self._finish_file(state)
+
     def close(self) -> dict[str, list[FileInfo]]:
         """Write what is buffered, finish every file, upload them (object stores).
 
