@@ -247,9 +247,7 @@ class RawLinesConverter:
             return None
         rows = stop - first
         python = np.zeros(rows, dtype=bool)
-        for f in self._fields:
-            for bad in _unfit_rows(table.column(f.name), f.type, self._wire[form].field(f.name).type):
-                python[bad] = True
+        python[_unfit_rows(table, self._fields, self._wire[form])] = True
         located = _Locator(lines, first, stop)
         if names and b"\\" in located.body and b"\\u" in located.body:  # an escaped key name could hide an unknown key
             python[located.rows_with_escaped_key()] = True
@@ -459,17 +457,41 @@ class _Locator:
         return positions
 
 
-def _unfit_rows(column: pa.ChunkedArray, type_: pa.DataType, wire: pa.DataType) -> Iterator[np.ndarray]:
-    """The rows holding a timestamp, day or float that Arrow would not read as the Python rules do."""
-    if not _has_checked_leaf(type_):
-        return
-    offset = 0
-    for chunk in column.chunks:
-        for leaf_type, wire_type, values, rows in _typed_leaves(chunk, type_, wire, None):
-            bad = _unfit_values(values, leaf_type, wire_type)
-            if bad is not None and bad.any():
-                yield offset + (np.unique(rows[bad]) if rows is not None else np.flatnonzero(bad))
-        offset += len(chunk)
+def _unfit_rows(table: pa.Table, fields: list[pa.Field], wire: pa.Schema) -> np.ndarray:
+    """The rows holding a timestamp, day or float that Arrow would not read as the Python rules do.
+
+    The leaves of every field are checked together, one kind at a time (text timestamps, text
+    days, floats): a few compute calls per block, not a few per leaf.
+    """
+    kinds: dict[str, tuple[list[pa.Array], list[np.ndarray]]] = {}
+    for f in fields:
+        if not _has_checked_leaf(f.type):
+            continue
+        offset = 0
+        for chunk in table.column(f.name).chunks:
+            for leaf_type, wire_type, values, rows in _typed_leaves(chunk, f.type, wire.field(f.name).type, None):
+                kind = _checked_kind(leaf_type, wire_type)
+                if kind is not None and values.null_count < len(values):
+                    found = kinds.setdefault(kind, ([], []))
+                    found[0].append(values)
+                    found[1].append(offset + (rows if rows is not None else np.arange(len(values), dtype=np.int64)))
+            offset += len(chunk)
+    bad_rows = [np.zeros(0, dtype=np.int64)]
+    for kind, (arrays, positions) in kinds.items():
+        values = arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)
+        bad_rows.append(np.concatenate(positions)[_unfit_values(values, kind)])
+    return np.unique(np.concatenate(bad_rows))
+
+
+def _checked_kind(type_: pa.DataType, wire: pa.DataType) -> str | None:
+    """How a leaf's values are checked: ``timestamp`` or ``date`` text, ``float``; ``None``:
+    not at all (integer timestamps are epoch milliseconds on both paths).
+    """
+    if pa.types.is_string(wire):
+        return "timestamp" if pa.types.is_timestamp(type_) else "date"
+    if pa.types.is_floating(wire):
+        return "float"
+    return None
 
 
 def _typed_leaves(
@@ -509,18 +531,14 @@ def _has_checked_leaf(type_: pa.DataType) -> bool:
     return False
 
 
-def _unfit_values(values: pa.Array, type_: pa.DataType, wire: pa.DataType) -> np.ndarray | None:
-    """Which values (nulls are fine) Arrow would not read as the Python rules do."""
-    if values.null_count == len(values):
-        return None
-    if pa.types.is_string(wire):
-        pattern = TIMESTAMP_PATTERN if pa.types.is_timestamp(type_) else DATE_PATTERN
-        fits = pc.and_(pc.match_substring_regex(values, pattern), pc.invert(pc.starts_with(values, "0000")))
-        return ~np.asarray(pc.fill_null(fits, True), dtype=bool)
-    if pa.types.is_floating(wire):
+def _unfit_values(values: pa.Array, kind: str) -> np.ndarray:
+    """Which values (nulls are fine) Arrow would not read as the Python rules do (see :func:`_checked_kind`)."""
+    if kind == "float":
         numbers = values.fill_null(1.0).to_numpy(zero_copy_only=False)
         return ~np.isfinite(numbers) | (np.signbit(numbers) & (numbers == 0))
-    return None  # integer timestamps are epoch milliseconds on both paths
+    pattern = TIMESTAMP_PATTERN if kind == "timestamp" else DATE_PATTERN
+    fits = pc.and_(pc.match_substring_regex(values, pattern), pc.invert(pc.starts_with(values, "0000")))
+    return ~np.asarray(pc.fill_null(fits, True), dtype=bool)
 
 
 def _extra_names(read: pa.DataType, wire: pa.DataType) -> set[str]:
