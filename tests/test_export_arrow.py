@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_provider_activities.api.errors import PeopleAIError
 from airflow_provider_activities.compat import ObjectStoragePath
 from airflow_provider_activities.export.files import ExportBlock, ExportFileError
 from airflow_provider_activities.export.lines import RawLinesConverter
@@ -397,6 +398,9 @@ class FileHost:
 
     def __init__(self) -> None:
         self.body = b""
+        self.first_bodies: list[bytes] = []
+        """Answered, one per GET, before ``body``."""
+        self.gets = 0
         host = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -404,11 +408,13 @@ class FileHost:
                 pass
 
             def do_GET(self) -> None:
+                host.gets += 1
+                body = host.first_bodies.pop(0) if host.first_bodies else host.body
                 self.send_response(200)
                 self.send_header("Content-Type", "application/gzip")
-                self.send_header("Content-Length", str(len(host.body)))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(host.body)
+                self.wfile.write(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/export.jsonl.gz"
@@ -538,6 +544,51 @@ def test_a_snapshot_keeps_one_version_of_an_activity_across_the_days_of_the_run_
     assert lake_bytes(tmp_path / "lake") == before
     run_snapshot(tmp_path / "python-lake", FIRST, LAST, monkeypatch, sandbox, arrow_parsing=False)
     assert {k.replace("python-lake", "lake"): v for k, v in lake_bytes(tmp_path / "python-lake").items()} == before
+
+
+def _corrupt(body: bytes, where: str) -> bytes:
+    """``body`` with its gzip checksum wrong, or bytes flipped in the middle of its deflate data."""
+    if where == "checksum":
+        return body[:-8] + bytes(b ^ 0xFF for b in body[-8:-4]) + body[-4:]
+    middle = len(body) // 2
+    return body[:middle] + bytes(b ^ 0x5A for b in body[middle : middle + 64]) + body[middle + 64 :]
+
+
+@pytest.mark.parametrize("where", ["checksum", "middle"])
+def test_a_file_found_corrupt_while_converted_is_downloaded_again_and_the_run_is_exact(
+    sandbox: Sandbox, file_host: FileHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The gzip stream is not inflated while it downloads (its conversion inflates it): a corrupt
+    one is found then, and the files are downloaded again into a fresh spool.
+    """
+    records, _expected = moved_file(sandbox)
+    good = gzip.compress("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode(), mtime=0)
+    file_host.body = good
+    sandbox.export.settings.redirect_url = file_host.url
+    run_snapshot(tmp_path / "clean", FIRST, LAST, monkeypatch, sandbox)
+    file_host.gets = 0
+    file_host.first_bodies = [_corrupt(good, where)]
+    result = run_snapshot(tmp_path / "lake", FIRST, LAST, monkeypatch, sandbox)
+    assert file_host.gets == 2
+    assert lake_bytes(tmp_path / "lake") == lake_bytes(tmp_path / "clean")
+    assert result["rows"] == sum(len(rows) for rows in lake_rows(tmp_path / "clean").values())
+
+
+def test_a_file_corrupt_at_every_download_fails_naming_the_job_and_keeps_the_previous_data(
+    sandbox: Sandbox, file_host: FileHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records, _expected = moved_file(sandbox)
+    good = gzip.compress("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode(), mtime=0)
+    file_host.body = good
+    sandbox.export.settings.redirect_url = file_host.url
+    run_snapshot(tmp_path / "lake", FIRST, LAST, monkeypatch, sandbox)
+    before = lake_bytes(tmp_path / "lake")
+    file_host.gets = 0
+    file_host.body = _corrupt(good, "checksum")
+    with pytest.raises(PeopleAIError, match=r"People.ai export job \S+: export file job-000.jsonl: corrupt gzip stream: CRC .*3 downloads"):
+        run_snapshot(tmp_path / "lake", FIRST, LAST, monkeypatch, sandbox)
+    assert file_host.gets == 3
+    assert lake_bytes(tmp_path / "lake") == before
 
 
 def test_a_day_whose_every_activity_moved_to_a_later_version_elsewhere_is_an_empty_partition(

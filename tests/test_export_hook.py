@@ -28,7 +28,14 @@ from airflow_provider_activities.api.export import (
     redirect_target,
 )
 from airflow_provider_activities.api.protocol import ApiRequest
-from airflow_provider_activities.export.files import ExportFileError, ExportFileSink, iter_export_lines
+from airflow_provider_activities.export.files import (
+    ExportFileError,
+    ExportFileSink,
+    ExportStreamError,
+    gzip_stream_problem,
+    iter_export_blocks,
+    iter_export_lines,
+)
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook
 from airflow_provider_activities.testing._export import ExportSettings
 from airflow_provider_activities.testing.sandbox import Sandbox
@@ -314,8 +321,8 @@ class TestBodies:
 class TestSink:
     """The sink on its own: gzip by magic bytes, multi-member and padding, truncation."""
 
-    def feed(self, tmp_path: Path, data: bytes, chunk: int = 7) -> Any:
-        sink = ExportFileSink(str(tmp_path / "f"))
+    def feed(self, tmp_path: Path, data: bytes, chunk: int = 7, inflate: bool = True) -> Any:
+        sink = ExportFileSink(str(tmp_path / "f"), inflate=inflate)
         sink.begin()
         for i in range(0, len(data), chunk):
             sink.write(data[i : i + chunk])
@@ -345,6 +352,19 @@ class TestSink:
     def test_refused(self, tmp_path: Path, data: bytes, words: str) -> None:
         with pytest.raises(InvalidResponseError, match=words):
             self.feed(tmp_path, data)
+
+    def test_without_inflating_a_gzip_body_is_only_written_and_its_reader_finds_it_corrupt(self, tmp_path: Path) -> None:
+        """``inflate=False`` leaves the gzip check to the reader of the file; a plain body's last line is checked still."""
+        cut = gzip.compress(b'{"a":1}\n' * 50)[:-9]
+        found = self.feed(tmp_path, cut, inflate=False)
+        assert found.compressed and found.content_bytes is None and (tmp_path / "f").read_bytes() == cut
+        assert gzip_stream_problem(found.path) is not None
+        with pytest.raises(ExportStreamError, match="export file f: corrupt gzip stream: Compressed file ended"):
+            list(iter_export_blocks(found.path))
+        whole = self.feed(tmp_path, gzip.compress(b'{"a":1}\n' * 50), inflate=False)
+        assert gzip_stream_problem(whole.path) is None
+        with pytest.raises(InvalidResponseError, match="last line"):
+            self.feed(tmp_path, b'{"a":1}\n{"a":', inflate=False)
 
     def test_begin_starts_over(self, tmp_path: Path) -> None:
         sink = ExportFileSink(str(tmp_path / "f"))

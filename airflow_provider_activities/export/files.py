@@ -45,13 +45,14 @@ class ExportFile:
     :param path: where it is, on local disk.
     :param compressed: whether it is gzip (found by its magic bytes).
     :param bytes: its size on disk.
-    :param content_bytes: the size of the JSON Lines it holds (decompressed).
+    :param content_bytes: the size of the JSON Lines it holds (decompressed); ``None`` for a gzip
+        file not inflated while it was downloaded (see :class:`ExportFileSink`'s ``inflate``).
     """
 
     path: str
     compressed: bool
     bytes: int
-    content_bytes: int
+    content_bytes: int | None
 
 
 @dataclass
@@ -65,10 +66,16 @@ class ExportFileSink:
     retried. Concatenated gzip members (and zero padding after them) are accepted, as ``gzip``
     reads them. Each attempt starts with :meth:`begin`, which truncates the file.
 
+    With ``inflate=False`` a gzip body is only written: the caller reads it anyway and checks
+    it then (:func:`iter_export_blocks` raises :class:`ExportStreamError`), which spares a whole
+    inflate before the file can be used. A plain body's last line is checked either way.
+
     :param path: the local file to write.
+    :param inflate: inflate a gzip body while it arrives, to check it is whole.
     """
 
     path: str
+    inflate: bool = True
     _file: IO[bytes] | None = field(default=None, repr=False)
     _head: bytes = b""
     _compressed: bool | None = None
@@ -101,10 +108,10 @@ class ExportFileSink:
                 return
             self._compressed = self._head[:2] == GZIP_MAGIC
             chunk, self._head = self._head, b""
-        if self._compressed:
-            self._inflate(chunk)
-        else:
+        if not self._compressed:
             self._content += len(chunk)
+        elif self.inflate:
+            self._inflate(chunk)
 
     def _inflate(self, data: bytes) -> None:
         while data and self._error is None:
@@ -160,7 +167,10 @@ class ExportFileSink:
             raise InvalidResponseError(
                 f"export file: its last line is not a whole JSON object (cut short after {self._size} bytes?)"
             )
-        return ExportFile(path=self.path, compressed=self._compressed, bytes=self._size, content_bytes=self._content)
+        inflated = not self._compressed or self.inflate
+        return ExportFile(
+            path=self.path, compressed=self._compressed, bytes=self._size, content_bytes=self._content if inflated else None
+        )
 
 
 _TAIL_BYTES = 1 << 20
@@ -184,6 +194,15 @@ def _last_line_complete(path: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class ExportStreamError(InvalidResponseError):
+    """A downloaded export file's gzip stream is corrupt or cut short (found while reading it).
+
+    Raised by :func:`iter_export_blocks` for a file downloaded without the check while it arrived
+    (``ExportFileSink(inflate=False)``): downloading it again may help, as for a download that
+    fails its check.
+    """
 
 
 class ExportFileError(ValueError):
@@ -279,12 +298,28 @@ def iter_export_blocks(
     return ordered_map(prepare, blocks, workers, name="peopleai-export-convert")
 
 
+def gzip_stream_problem(path: str) -> str | None:
+    """Why the gzip stream of a downloaded file is not whole (corrupt or cut short), or ``None``
+    (also for a plain file). It reads the whole file: for a file whose conversion failed, to
+    tell a corrupt download (a garbled line comes before the checksum that proves it) from bad data.
+    """
+    try:
+        for _ in _read_blocks(path, DEFAULT_BLOCK_BYTES):
+            pass
+    except ExportStreamError as err:
+        return str(err)
+    return None
+
+
 def _read_blocks(path: str, block_bytes: int) -> Iterator[ExportBlock]:
     line = 1
     rest = b""
     with open_export_file(path) as stream:
         while True:
-            chunk = stream.read(block_bytes)
+            try:
+                chunk = stream.read(block_bytes)
+            except (EOFError, gzip.BadGzipFile, zlib.error, _zlib.error) as err:  # (isal's BadGzipFile is gzip's)
+                raise ExportStreamError(f"export file {os.path.basename(path)}: corrupt gzip stream: {err}") from None
             if not chunk:
                 if rest:
                     yield ExportBlock(rest, line)

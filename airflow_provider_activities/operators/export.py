@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -39,6 +40,7 @@ from airflow_provider_activities.api.export import (
 )
 from airflow_provider_activities.api.validation import check_seconds, datetime_to_ms, parse_moment
 from airflow_provider_activities.compat import AirflowFailException, BaseOperator, conf
+from airflow_provider_activities.export.files import ExportStreamError, gzip_stream_problem
 from airflow_provider_activities.export.jobs import ExportJobs, wait_is_over
 from airflow_provider_activities.export.spool import RawExportBuffer
 from airflow_provider_activities.hooks.peopleai import PeopleAIHook
@@ -73,6 +75,8 @@ EXPORT_DATASETS = {
 
 EXPORT_ROW_GROUP_SIZE = 16_384
 """Rows per Parquet row group of the export operator's files (and the most rows its writer buffers)."""
+EXPORT_READ_ATTEMPTS = 3
+"""Downloads of a run's files at most when one's gzip stream turns out corrupt as it is converted."""
 
 
 MAX_WRITE_LANES = 4
@@ -440,33 +444,11 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
         lanes = max(1, min(usable_cpus(), MAX_WRITE_LANES, len(days)))
         # nested export rows are a few KiB each: smaller row groups keep the writer's buffer small
         sizes = {"row_group_size": EXPORT_ROW_GROUP_SIZE, "max_buffered_rows": EXPORT_ROW_GROUP_SIZE}
-        with tempfile.TemporaryDirectory(prefix="peopleai-export-") as local:
-            buffer = RawExportBuffer(
-                local,
-                self.time_column,
-                datetime_to_ms(start),
-                datetime_to_ms(end),
-                schema=self.schema,
-                across_days=self.export_type == "snapshot",
-                arrow=hook.config.arrow_parsing,
-            )
+        with tempfile.TemporaryDirectory(prefix="peopleai-export-") as local, contextlib.ExitStack() as stack:
+            writers = [stack.enter_context(output.staged_writer(staging, schema_in_files, **sizes)) for _ in range(lanes)]
+            buffer = self._read_jobs(hook, jobs, local, interval)
             try:
-                with contextlib.ExitStack() as stack:
-                    writers = [stack.enter_context(output.staged_writer(staging, schema_in_files, **sizes)) for _ in range(lanes)]
-                    for number, (_spec, job) in enumerate(jobs.completed_jobs()):
-                        found = hook.download_export(job.job_id, os.path.join(local, f"job-{number:03d}.jsonl"))
-                        converting = time.monotonic()
-                        received, by_arrow = buffer.counts.received, buffer.counts.arrow
-                        buffer.add_file(found.path)
-                        os.remove(found.path)
-                        self.log.info(
-                            "People.ai export job %s: %d records converted in %.1f s (%d read by Arrow, the others in Python).",
-                            job.job_id,
-                            buffer.counts.received - received,
-                            time.monotonic() - converting,
-                            buffer.counts.arrow - by_arrow,
-                        )
-                    files = write_days(buffer, writers, days, self.date_key)
+                files = write_days(buffer, writers, days, self.date_key)
             finally:
                 buffer.close()
         if buffer.converter.unknown_fields:
@@ -493,6 +475,62 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
         if store is not None:
             store.delete(EXPORT_STATE_KEY)
         return summary
+
+    def _read_jobs(
+        self, hook: PeopleAIHook, jobs: ExportJobs, local: str, interval: tuple[datetime, datetime]
+    ) -> RawExportBuffer:
+        """Download and convert every job's file into a new buffer (spooled below ``local``).
+
+        A gzip file is not inflated while it downloads (that would be a second whole inflate
+        before its conversion can start): its stream is checked as it is converted. A file found
+        corrupt or cut short then is downloaded again, with the files before it, into a fresh
+        buffer, up to :data:`EXPORT_READ_ATTEMPTS` times in all.
+        """
+        start, end = interval
+        for attempt in range(1, EXPORT_READ_ATTEMPTS + 1):
+            buffer = RawExportBuffer(
+                tempfile.mkdtemp(prefix="spool-", dir=local),
+                self.time_column,
+                datetime_to_ms(start),
+                datetime_to_ms(end),
+                schema=self.schema,
+                across_days=self.export_type == "snapshot",
+                arrow=hook.config.arrow_parsing,
+            )
+            try:
+                for number, (_spec, job) in enumerate(jobs.completed_jobs()):
+                    found = hook.download_export(job.job_id, os.path.join(local, f"job-{number:03d}.jsonl"), check_gzip=False)
+                    converting = time.monotonic()
+                    received, by_arrow = buffer.counts.received, buffer.counts.arrow
+                    try:
+                        buffer.add_file(found.path)
+                    except ExportStreamError as err:
+                        raise ExportStreamError(f"People.ai export job {job.job_id}: {err}") from None
+                    except ValueError:  # a line not JSON or not fitting: a corrupt stream garbles lines before its checksum
+                        problem = gzip_stream_problem(found.path)
+                        if problem is None:
+                            raise
+                        raise ExportStreamError(f"People.ai export job {job.job_id}: {problem}") from None
+                    finally:
+                        os.remove(found.path)
+                    self.log.info(
+                        "People.ai export job %s: %d records converted in %.1f s (%d read by Arrow, the others in Python).",
+                        job.job_id,
+                        buffer.counts.received - received,
+                        time.monotonic() - converting,
+                        buffer.counts.arrow - by_arrow,
+                    )
+                return buffer
+            except ExportStreamError as err:
+                buffer.close()
+                shutil.rmtree(buffer.spool.directory, ignore_errors=True)
+                if attempt == EXPORT_READ_ATTEMPTS:
+                    raise PeopleAIError(f"{err} ({EXPORT_READ_ATTEMPTS} downloads; a retry of the task tries again).") from None
+                self.log.warning("%s. Downloading the run's files again (%d of %d).", err, attempt + 1, EXPORT_READ_ATTEMPTS)
+            except BaseException:
+                buffer.close()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- lineage ------------------------------------------------------------------------------
 
