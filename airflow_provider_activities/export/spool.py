@@ -119,11 +119,18 @@ def _read_batches(path: str, first: int, count: int, columns: list[int] | None =
     return table if columns is None or compressed else table.select(columns)
 
 
-def _round_rows(part: tuple[str, int, int, int]) -> pa.RecordBatch:
-    """The rows of one day in one round file, without the helper columns."""
+def _round_rows(part: tuple[str, int, int, int]) -> pa.Table:
+    """The rows of one day in one round file, without the helper columns (an uncompressed round's
+    straight from its memory map: batches gathered from them are the only copies).
+    """
     path, first, count, _rows = part
-    batches = _read_batches(path, first, count).drop_columns([DAY_COLUMN, SEQUENCE_COLUMN]).to_batches()
-    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+    return _read_batches(path, first, count).drop_columns([DAY_COLUMN, SEQUENCE_COLUMN])
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    """The rows of ``table`` as one record batch (no copy when they are in one chunk already)."""
+    batches = table.combine_chunks().to_batches()
+    return batches[0] if len(batches) == 1 else pa.RecordBatch.from_pylist([], schema=table.schema)
 
 
 def spool_schema(schema: pa.Schema) -> pa.Schema:
@@ -520,7 +527,7 @@ class RawExportBuffer:
         into one array, for every batch).
         """
         starts = np.cumsum([0] + [rows for _, _, _, rows in parts])
-        cached: dict[int, pa.RecordBatch] = {}  # the rounds the last batch drew on
+        cached: dict[int, pa.Table] = {}  # the rounds the last batch drew on
         positions = np.asarray(order, dtype=np.int64)
         for offset in range(0, len(positions), chunk_rows):
             wanted = positions[offset : offset + chunk_rows]
@@ -533,7 +540,7 @@ class RawExportBuffer:
                 for run in np.split(np.arange(len(wanted)), breaks):
                     number = int(source[run[0]])
                     pieces.append(rounds[number].slice(int(wanted[run[0]] - starts[number]), len(run)))
-                batch = pieces[0] if len(pieces) == 1 else pa.concat_batches(pieces)
+                batch = _one_batch(pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces))
             else:  # gathered round by round, then put back in the order asked
                 gathered, picked = [], []
                 for number in np.unique(source).tolist():
@@ -541,7 +548,7 @@ class RawExportBuffer:
                     local = pa.array(wanted[rows] - starts[number], type=pa.int64())
                     gathered.append(rounds[number].take(local))
                     picked.append(rows)
-                batch = gathered[0] if len(gathered) == 1 else pa.concat_batches(gathered)
+                batch = _one_batch(gathered[0] if len(gathered) == 1 else pa.concat_tables(gathered))
                 arrival = np.concatenate(picked)
                 if (np.diff(arrival) < 0).any():
                     batch = batch.take(pa.array(np.argsort(arrival, kind="stable"), type=pa.int64()))
