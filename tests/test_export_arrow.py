@@ -29,10 +29,11 @@ import pytest
 
 from airflow_provider_activities.api.errors import PeopleAIError
 from airflow_provider_activities.compat import ObjectStoragePath
+from airflow_provider_activities.export.days import write_days
 from airflow_provider_activities.export.files import ExportBlock, ExportFileError
 from airflow_provider_activities.export.lines import RawLinesConverter
 from airflow_provider_activities.export.spool import RawExportBuffer
-from airflow_provider_activities.operators.export import PeopleAIExportActivitiesToParquetOperator, write_days
+from airflow_provider_activities.operators.export import PeopleAIExportActivitiesToParquetOperator
 from airflow_provider_activities.records.convert import RawRecordConverter, SchemaMismatchError
 from airflow_provider_activities.records.schemas import RAW_ACTIVITY_PER_RECORD_FIELDS, RAW_ACTIVITY_SCHEMA
 from airflow_provider_activities.storage.writer import PartitionedParquetWriter

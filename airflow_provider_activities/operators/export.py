@@ -15,11 +15,9 @@ import contextlib
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from datetime import time as time_of_day
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,6 +38,7 @@ from airflow_provider_activities.api.export import (
 )
 from airflow_provider_activities.api.validation import check_seconds, datetime_to_ms, parse_moment
 from airflow_provider_activities.compat import AirflowFailException, BaseOperator, conf
+from airflow_provider_activities.export.days import MAX_WRITE_LANES, write_days
 from airflow_provider_activities.export.files import ExportStreamError, gzip_stream_problem
 from airflow_provider_activities.export.jobs import ExportJobs, wait_is_over
 from airflow_provider_activities.export.spool import RawExportBuffer
@@ -55,7 +54,6 @@ from airflow_provider_activities.operators._run import (
     openlineage_facets,
 )
 from airflow_provider_activities.records.schemas import RAW_ACTIVITY_PER_RECORD_FIELDS, RAW_ACTIVITY_SCHEMA, file_schema
-from airflow_provider_activities.storage.writer import FileInfo, PartitionedParquetWriter
 from airflow_provider_activities.task_state import StateStore, task_state_store
 from airflow_provider_activities.triggers.peopleai import ERROR_AUTH, PeopleAIExportJobTrigger
 
@@ -77,54 +75,6 @@ EXPORT_ROW_GROUP_SIZE = 16_384
 """Rows per Parquet row group of the export operator's files (and the most rows its writer buffers)."""
 EXPORT_READ_ATTEMPTS = 3
 """Downloads of a run's files at most when one's gzip stream turns out corrupt as it is converted."""
-
-
-MAX_WRITE_LANES = 4
-"""Days written at once at most (one per CPU): each lane reads its days back from the spool and
-encodes their Parquet, so one day's encoding overlaps another's."""
-
-
-def write_days(
-    buffer: RawExportBuffer, writers: list[PartitionedParquetWriter], days: list[date], date_key: str
-) -> dict[str, list[FileInfo]]:
-    """Write every day of the run from ``buffer`` into its partition ``{date_key}=YYYY-MM-DD``, a
-    day without rows as a zero-row file; return the files of every partition.
-
-    Each writer is a lane of its own, run by a thread: lane ``k`` writes days ``k``,
-    ``k + lanes``, ... of ``days``, gathering each day's rows from the spool and encoding them in
-    turn (a single lane gathers the next batch while it encodes one), and closes each day's file
-    as soon as the day is complete. A partition's bytes depend only on its own rows, so they are
-    the same whatever the number of lanes. The first lane to fail stops the others at their next
-    batch, and its error is raised.
-    """
-    failed = threading.Event()
-
-    def lane(number: int) -> dict[str, list[FileInfo]]:
-        writer, own = writers[number], days[number :: len(writers)]
-        try:
-            with contextlib.closing(buffer.rows_by_day(only=set(own), ahead=len(writers) == 1)) as rows:
-                current = None
-                for day, batch in rows:
-                    if failed.is_set():
-                        return {}
-                    if current is not None and day != current:  # a day's rows come together: the day before is complete
-                        writer.finish_partition(f"{date_key}={current.isoformat()}")
-                    current = day
-                    writer.write(f"{date_key}={day.isoformat()}", batch)
-            for day in own:
-                writer.ensure_partition(f"{date_key}={day.isoformat()}")
-            return writer.close()
-        except BaseException:
-            failed.set()
-            raise
-
-    if len(writers) == 1:
-        parts = [lane(0)]
-    else:
-        with ThreadPoolExecutor(max_workers=len(writers), thread_name_prefix="peopleai-export-lane") as pool:
-            parts = list(pool.map(lane, range(len(writers))))
-    files = {name: infos for part in parts for name, infos in part.items()}
-    return dict(sorted(files.items()))
 
 
 def _export_dataset(export_type: str, activity_type: str) -> str:
