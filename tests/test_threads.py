@@ -11,6 +11,14 @@ import pytest
 from airflow_provider_activities._threads import ordered_map, read_ahead
 
 
+def _numbers(count: int, closed: threading.Event) -> Iterator[int]:
+    """0 to ``count - 1``; ``closed`` is set when the generator is closed or ends."""
+    try:
+        yield from range(count)
+    finally:
+        closed.set()
+
+
 def _ours() -> set[str]:
     return {t.name for t in threading.enumerate() if t.name.startswith("test-map")}
 
@@ -51,12 +59,6 @@ class TestOrderedMap:
     def test_an_error_is_raised_at_its_item_and_the_input_is_closed(self) -> None:
         closed = threading.Event()
 
-        def items() -> Iterator[int]:
-            try:
-                yield from range(100)
-            finally:
-                closed.set()
-
         def fail_at_four(n: int) -> int:
             if n == 4:
                 raise ValueError("four")
@@ -64,20 +66,13 @@ class TestOrderedMap:
 
         seen = []
         with pytest.raises(ValueError, match="four"):
-            for value in ordered_map(fail_at_four, items(), workers=2, name="test-map"):
+            for value in ordered_map(fail_at_four, _numbers(100, closed), workers=2, name="test-map"):
                 seen.append(value)
         assert seen == [0, 1, 2, 3] and closed.is_set() and not _ours()
 
     def test_leaving_early_closes_the_input_and_the_threads(self) -> None:
         closed = threading.Event()
-
-        def items() -> Iterator[int]:
-            try:
-                yield from range(1000)
-            finally:
-                closed.set()
-
-        results = ordered_map(lambda n: n, items(), workers=2, name="test-map")
+        results = ordered_map(lambda n: n, _numbers(1000, closed), workers=2, name="test-map")
         assert next(results) == 0
         results.close()
         assert closed.is_set() and not _ours()
