@@ -463,7 +463,7 @@ def _unfit_rows(table: pa.Table, fields: list[pa.Field], wire: pa.Schema) -> np.
     The leaves of every field are checked together, one kind at a time (text timestamps, text
     days, floats): a few compute calls per block, not a few per leaf.
     """
-    kinds: dict[str, tuple[list[pa.Array], list[np.ndarray]]] = {}
+    kinds: dict[tuple[str, pa.DataType], tuple[list[pa.Array], list[np.ndarray]]] = {}  # by kind and value type
     for f in fields:
         if not _has_checked_leaf(f.type):
             continue
@@ -472,12 +472,12 @@ def _unfit_rows(table: pa.Table, fields: list[pa.Field], wire: pa.Schema) -> np.
             for leaf_type, wire_type, values, rows in _typed_leaves(chunk, f.type, wire.field(f.name).type, None):
                 kind = _checked_kind(leaf_type, wire_type)
                 if kind is not None and values.null_count < len(values):
-                    found = kinds.setdefault(kind, ([], []))
+                    found = kinds.setdefault((kind, values.type), ([], []))
                     found[0].append(values)
                     found[1].append(offset + (rows if rows is not None else np.arange(len(values), dtype=np.int64)))
             offset += len(chunk)
     bad_rows = [np.zeros(0, dtype=np.int64)]
-    for kind, (arrays, positions) in kinds.items():
+    for (kind, _type), (arrays, positions) in kinds.items():
         values = arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)
         bad_rows.append(np.concatenate(positions)[_unfit_values(values, kind)])
     return np.unique(np.concatenate(bad_rows))

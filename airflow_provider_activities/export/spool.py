@@ -11,7 +11,8 @@ The pieces, in the order a run uses them:
   ``max_buffered_rows`` of them (and about ``max_buffered_bytes`` of Arrow data) in memory: past
   that, the buffer is sorted by day (unless it arrived in day order) and written to a local
   Arrow IPC file (a "round"; uncompressed for the first 2 GiB, LZ4-compressed after), each day's
-  rows in record batches of their own, with an index of them. Reading a day back reads only that day's batches of each round.
+  rows in record batches of their own, with an index of them. Reading a day back reads only
+  that day's batches of each round.
 * De-duplication across the whole run (snapshots): while rows are spooled, a
   :class:`~airflow_provider_activities.records.dedup.SeenKeys` (about 12 bytes per ``uid``) tells
   which ``uid`` came before; only those repeated ones are looked at again once every file is read:
@@ -128,9 +129,9 @@ def _round_rows(part: tuple[str, int, int, int]) -> pa.Table:
 
 
 def _one_batch(table: pa.Table) -> pa.RecordBatch:
-    """The rows of ``table`` as one record batch (no copy when they are in one chunk already)."""
-    batches = table.combine_chunks().to_batches()
-    return batches[0] if len(batches) == 1 else pa.RecordBatch.from_pylist([], schema=table.schema)
+    """The rows of ``table`` (at least one) as one record batch (no copy when they are in one chunk already)."""
+    (batch,) = table.combine_chunks().to_batches()
+    return batch
 
 
 def spool_schema(schema: pa.Schema) -> pa.Schema:
