@@ -14,12 +14,20 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
+from airflow_provider_activities._threads import usable_cpus
 from airflow_provider_activities.export.spool import RawExportBuffer
 from airflow_provider_activities.storage.writer import FileInfo, PartitionedParquetWriter
 
 MAX_WRITE_LANES = 4
 """Days written at once at most (one per CPU): each lane reads its days back from the spool and
 encodes their Parquet, so one day's encoding overlaps another's."""
+
+
+def write_lanes(days: int) -> int:
+    """The lanes to write a run of ``days`` days with: one per CPU, at most :data:`MAX_WRITE_LANES`
+    and one per day.
+    """
+    return max(1, min(usable_cpus(), MAX_WRITE_LANES, days))
 
 
 def write_days(
@@ -65,4 +73,4 @@ def write_days(
     return dict(sorted(files.items()))
 
 
-__all__ = ["MAX_WRITE_LANES", "write_days"]
+__all__ = ["MAX_WRITE_LANES", "write_days", "write_lanes"]

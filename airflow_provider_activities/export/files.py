@@ -34,6 +34,8 @@ except ImportError:  # pragma: no cover - isal is a dependency; the standard lib
     pass
 
 GZIP_MAGIC = b"\x1f\x8b"
+_INFLATE_ERRORS = (zlib.error, _zlib.error)
+"""What a corrupt deflate stream raises (ISA-L's error or zlib's)."""
 
 T = TypeVar("T")
 
@@ -133,7 +135,7 @@ class ExportFileSink:
                 self._content += len(inflater.decompress(data, 1 << 20))
                 while inflater.unconsumed_tail and not inflater.eof:
                     self._content += len(inflater.decompress(inflater.unconsumed_tail, 1 << 20))
-            except (zlib.error, _zlib.error) as err:
+            except _INFLATE_ERRORS as err:
                 self._error = f"corrupt gzip stream: {err}"
                 return
             if not inflater.eof:
@@ -318,7 +320,7 @@ def _read_blocks(path: str, block_bytes: int) -> Iterator[ExportBlock]:
         while True:
             try:
                 chunk = stream.read(block_bytes)
-            except (EOFError, gzip.BadGzipFile, zlib.error, _zlib.error) as err:  # (isal's BadGzipFile is gzip's)
+            except (EOFError, gzip.BadGzipFile, *_INFLATE_ERRORS) as err:  # (isal's BadGzipFile is gzip's)
                 raise ExportStreamError(f"export file {os.path.basename(path)}: corrupt gzip stream: {err}") from None
             if not chunk:
                 if rest:

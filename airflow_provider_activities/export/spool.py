@@ -27,7 +27,8 @@ The pieces, in the order a run uses them:
   records only, not on their order in the file. Only the key columns are read to decide.
 * :meth:`RawExportBuffer.day_batches` hands each day's kept rows over in batches of
   :data:`DEFAULT_CHUNK_ROWS`, gathered one at a time from the spool (:meth:`RawExportBuffer.rows_by_day`:
-  by a thread of their own, one batch ahead of the writer).
+  by a thread of their own one batch ahead of the writer, or in the thread of the lane writing
+  the day, see :mod:`airflow_provider_activities.export.days`).
 
 So memory holds the spool's buffer (and the round being written), the seen ``uid`` hashes, one
 day's key columns and two batches (with the day's rows of the rounds they draw on), whatever the
@@ -77,8 +78,8 @@ enough that a run of a few tens of thousands of records fills it as a large one 
 then the same whatever the size of the export."""
 DEFAULT_CHUNK_ROWS = 8_192
 """Rows per record batch handed to the writer when a day is read back. Half the export's row group:
-the batch being gathered, the one parked and the writer's buffer then hold little more than a
-row group, however large the days are (the writer joins two batches into a row group; the bytes
+the batch being gathered (and, read ahead, the one parked) and the writer's buffer then hold
+little more than a row group, however large the days are (the writer joins two batches into a row group; the bytes
 do not depend on how batches are cut)."""
 _EPOCH_DAY = date(1970, 1, 1)
 MAX_CONVERT_WORKERS = 4
@@ -541,7 +542,7 @@ class RawExportBuffer:
                 for run in np.split(np.arange(len(wanted)), breaks):
                     number = int(source[run[0]])
                     pieces.append(rounds[number].slice(int(wanted[run[0]] - starts[number]), len(run)))
-                batch = _one_batch(pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces))
+                batch = _one_batch(pa.concat_tables(pieces))
             else:  # gathered round by round, then put back in the order asked
                 gathered, picked = [], []
                 for number in np.unique(source).tolist():
@@ -549,7 +550,7 @@ class RawExportBuffer:
                     local = pa.array(wanted[rows] - starts[number], type=pa.int64())
                     gathered.append(rounds[number].take(local))
                     picked.append(rows)
-                batch = _one_batch(gathered[0] if len(gathered) == 1 else pa.concat_tables(gathered))
+                batch = _one_batch(pa.concat_tables(gathered))
                 arrival = np.concatenate(picked)
                 if (np.diff(arrival) < 0).any():
                     batch = batch.take(pa.array(np.argsort(arrival, kind="stable"), type=pa.int64()))

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pyarrow as pa
 
 from airflow_provider_activities import DEFAULT_CONN_ID
-from airflow_provider_activities._threads import usable_cpus
 from airflow_provider_activities.api.config import ClientConfig
 from airflow_provider_activities.api.errors import PeopleAIAPIError, PeopleAIError
 from airflow_provider_activities.api.export import (
@@ -38,7 +37,7 @@ from airflow_provider_activities.api.export import (
 )
 from airflow_provider_activities.api.validation import check_seconds, datetime_to_ms, parse_moment
 from airflow_provider_activities.compat import AirflowFailException, BaseOperator, conf
-from airflow_provider_activities.export.days import MAX_WRITE_LANES, write_days
+from airflow_provider_activities.export.days import write_days, write_lanes
 from airflow_provider_activities.export.files import ExportStreamError, gzip_stream_problem
 from airflow_provider_activities.export.jobs import ExportJobs, wait_is_over
 from airflow_provider_activities.export.spool import RawExportBuffer
@@ -391,10 +390,10 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
         staging = output.new_staging()
         schema_in_files = file_schema(self.schema, [])
         days = [(start + timedelta(days=i)).date() for i in range((end - start).days)]
-        lanes = max(1, min(usable_cpus(), MAX_WRITE_LANES, len(days)))
         # nested export rows are a few KiB each: smaller row groups keep the writer's buffer small
         sizes = {"row_group_size": EXPORT_ROW_GROUP_SIZE, "max_buffered_rows": EXPORT_ROW_GROUP_SIZE}
         with tempfile.TemporaryDirectory(prefix="peopleai-export-") as local, contextlib.ExitStack() as stack:
+            lanes = write_lanes(len(days))
             writers = [stack.enter_context(output.staged_writer(staging, schema_in_files, **sizes)) for _ in range(lanes)]
             buffer = self._read_jobs(hook, jobs, local, interval)
             try:
@@ -454,10 +453,8 @@ class PeopleAIExportActivitiesToParquetOperator(BaseOperator):
                     received, by_arrow = buffer.counts.received, buffer.counts.arrow
                     try:
                         buffer.add_file(found.path)
-                    except ExportStreamError as err:
-                        raise ExportStreamError(f"People.ai export job {job.job_id}: {err}") from None
-                    except ValueError:  # a line not JSON or not fitting: a corrupt stream garbles lines before its checksum
-                        problem = gzip_stream_problem(found.path)
+                    except ValueError as err:  # a corrupt stream, or a line not JSON or not fitting, which it may garble
+                        problem = str(err) if isinstance(err, ExportStreamError) else gzip_stream_problem(found.path)
                         if problem is None:
                             raise
                         raise ExportStreamError(f"People.ai export job {job.job_id}: {problem}") from None
